@@ -1,0 +1,218 @@
+"""Registering model versions: the one path from uploaded bytes to a version row.
+
+The artifact is inspected before anything is kept; the stored file and the
+database rows appear together or not at all.
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files import File
+from django.db import IntegrityError, transaction
+
+from modelhub.audit.actors import Actor
+from modelhub.audit.log import record
+from modelhub.lib import archives, onnx_models
+from modelhub.registry.manifest import Manifest, ManifestError, parse_manifest
+from modelhub.registry.models import Alias, AliasMove, ArtifactFormat, Model, ModelVersion, TaskKind, TensorSpec
+from modelhub.registry.triton_config import ConfigError, parse_config_pbtxt, schema_from_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Registration:
+    version: ModelVersion
+    created: bool  # False when the same bytes were already registered for this model
+
+
+def sha256_of(path: str | Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def archive_limits() -> archives.ArchiveLimits:
+    return archives.ArchiveLimits(
+        max_entries=settings.MAX_ARCHIVE_ENTRIES,
+        max_total_size=settings.MAX_UNPACKED_BYTES,
+        max_member_size=settings.MAX_UNPACKED_BYTES,
+    )
+
+
+@dataclass
+class InspectedArtifact:
+    format: str
+    version_files: dict[str, int]
+    model_files: dict[str, int]
+    derived: dict  # schema and settings the artifact itself declares
+
+
+def inspect_artifact(path: str | Path, raw_manifest: dict) -> InspectedArtifact:
+    """Validate an uploaded artifact and read what it says about itself."""
+    if onnx_models.is_onnx(path):
+        try:
+            signature = onnx_models.read_onnx_signature(path)
+        except onnx_models.OnnxError as exc:
+            raise ManifestError({"artifact": str(exc)}) from exc
+        mbs = raw_manifest.get("max_batch_size", 0) if isinstance(raw_manifest, dict) else 0
+        strip = isinstance(mbs, int) and mbs > 0
+        if strip and not signature.batchable:
+            raise ManifestError(
+                {"manifest.max_batch_size": "the ONNX graph has no variable first (batch) dimension on every tensor"}
+            )
+
+        def tensors(sigs):
+            return [
+                {"name": s.name, "datatype": s.datatype, "dims": list(s.dims[1:] if strip else s.dims), "labels": None}
+                for s in sigs
+            ]
+
+        derived = {"platform": "onnxruntime_onnx", "inputs": tensors(signature.inputs), "outputs": tensors(signature.outputs)}
+        return InspectedArtifact(ArtifactFormat.ONNX, {"model.onnx": Path(path).stat().st_size}, {}, derived)
+
+    try:
+        folder = archives.inspect_archive(path, archive_limits())
+    except archives.ArchiveError as exc:
+        raise ManifestError({"artifact": str(exc)}) from exc
+    derived = {}
+    if folder.config_pbtxt is not None:
+        try:
+            derived = schema_from_config(parse_config_pbtxt(folder.config_pbtxt))
+        except ConfigError as exc:
+            raise ManifestError({"artifact": str(exc)}) from exc
+        # A labels file a config.pbtxt names is a model-level file we keep as is.
+    return InspectedArtifact(folder.format, folder.version_files, folder.model_files, derived)
+
+
+def get_or_create_model(name: str, actor: Actor, *, description: str = "", task_kind: str = "") -> Model:
+    model = Model.objects.filter(name=name).first()
+    if model is not None:
+        return model
+    candidate = Model(name=name, description=description, task_kind=task_kind or TaskKind.OTHER)
+    candidate.full_clean()
+    try:
+        with transaction.atomic():
+            candidate.save()
+            record(actor, "model.create", candidate)
+            return candidate
+    except IntegrityError:  # created meanwhile by a concurrent upload
+        return Model.objects.get(name=name)
+
+
+def register_version(
+    model: Model,
+    artifact_path: str | Path,
+    raw_manifest: dict,
+    actor: Actor,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> Registration:
+    """Register the artifact at `artifact_path` (a temporary file) as a new version.
+
+    Idempotent: the same bytes for the same model return the existing version.
+    Raises ManifestError (with per-field errors) and leaves nothing behind.
+    """
+    if sha256 is None or size is None:
+        sha256, size = sha256_of(artifact_path)
+    existing = ModelVersion.objects.filter(model=model, sha256=sha256).first()
+    if existing is not None:
+        return Registration(existing, created=False)
+
+    inspected = inspect_artifact(artifact_path, raw_manifest)
+    manifest = parse_manifest(raw_manifest, inspected.derived)
+    return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size)
+
+
+def _store_version(model, artifact_path, manifest: Manifest, inspected, actor, sha256, size) -> Registration:
+    stored_name = None
+    try:
+        with transaction.atomic():
+            # The model row lock serialises concurrent uploads of one model: the
+            # version number is max+1 and a retried upload finds its twin here.
+            Model.objects.select_for_update().get(pk=model.pk)
+            existing = ModelVersion.objects.filter(model=model, sha256=sha256).first()
+            if existing is not None:
+                return Registration(existing, created=False)
+            last = model.versions.order_by("-number").values_list("number", flat=True).first() or 0
+            version = ModelVersion(
+                model=model,
+                number=last + 1,
+                artifact_format=inspected.format,
+                sha256=sha256,
+                size=size,
+                version_files=inspected.version_files,
+                model_files=inspected.model_files,
+                backend=manifest.backend,
+                platform=manifest.platform,
+                max_batch_size=manifest.max_batch_size,
+                triton_config=manifest.config,
+                git_commit=manifest.git_commit,
+                ci_run_url=manifest.ci_run_url,
+                metadata=manifest.metadata,
+                created_by=actor.django_user,
+            )
+            with open(artifact_path, "rb") as fh:
+                version.artifact.save("artifact", File(fh), save=False)
+            stored_name = version.artifact.name
+            version.save()
+            TensorSpec.objects.bulk_create(
+                TensorSpec(
+                    version=version,
+                    direction=direction,
+                    position=i,
+                    name=t["name"],
+                    datatype=t["datatype"],
+                    dims=t["dims"],
+                    labels=t.get("labels"),
+                )
+                for direction, tensors in (("input", manifest.inputs), ("output", manifest.outputs))
+                for i, t in enumerate(tensors)
+            )
+            record(actor, "version.register", version, sha256=sha256, size=size)
+            return Registration(version, created=True)
+    except BaseException:
+        if stored_name:  # the rows rolled back: the file must go too
+            ModelVersion._meta.get_field("artifact").storage.delete(stored_name)
+        raise
+
+
+def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Actor) -> Alias | None:
+    """Point `alias` at `version` (None drops it); every move is kept as a row."""
+    if version is not None and version.model_id != model.pk:
+        raise ValueError(f"version {version} does not belong to model {model.name}")
+    with transaction.atomic():
+        current = Alias.objects.select_for_update().filter(model=model, name=alias).first()
+        previous = current.version if current else None
+        if previous == version:
+            return current
+        if version is None:
+            current.delete()
+            result = None
+        elif current is None:
+            result = Alias(model=model, name=alias, version=version)
+            result.full_clean()
+            result.save()
+        else:
+            current.version = version
+            current.save(update_fields=["version", "updated_at"])
+            result = current
+        AliasMove.objects.create(
+            model=model, alias=alias, from_version=previous, to_version=version, moved_by=actor.label
+        )
+        record(
+            actor,
+            "alias.move" if version else "alias.delete",
+            model,
+            alias=alias,
+            from_version=previous.number if previous else None,
+            to_version=version.number if version else None,
+        )
+        return result

@@ -1,0 +1,126 @@
+"""Triton model configuration: parse an archive's config.pbtxt, generate the
+JSON config a load sends, and compare the two with a registered schema.
+
+Parsing and validation go through Triton's own protobuf (ModelConfig from
+tritonclient), so an unknown field or a bad enum is caught here with the
+protobuf's message instead of by Triton at deploy time.
+"""
+
+from collections.abc import Iterable, Mapping
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+# Fields of ModelConfig that ModelHub owns and fills from the registered version;
+# everything else in a config.pbtxt (instance_group, dynamic_batching,
+# parameters, optimization, …) is kept as the version's extra config.
+OWNED_FIELDS = {"name", "backend", "platform", "max_batch_size", "input", "output", "version_policy"}
+
+
+class ConfigError(ValueError):
+    """A config.pbtxt or extra config that cannot be used. `field` names where."""
+
+    def __init__(self, message: str, field: str = "config"):
+        self.field = field
+        super().__init__(message)
+
+
+def _to_dict(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def parse_config_pbtxt(text: str) -> dict:
+    try:
+        message = text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as exc:
+        raise ConfigError(f"config.pbtxt does not parse: {exc}", "artifact") from exc
+    return _to_dict(message)
+
+
+def validate_extra_config(extra: Mapping) -> dict:
+    """Check extra Triton config against ModelConfig; return it normalised."""
+    owned = sorted(OWNED_FIELDS & set(extra))
+    if owned:
+        raise ConfigError(f"{', '.join(owned)} cannot be set in config: ModelHub fills them from the version")
+    try:
+        message = json_format.ParseDict(dict(extra), model_config_pb2.ModelConfig())
+    except json_format.ParseError as exc:
+        raise ConfigError(f"not a valid Triton model config: {exc}") from exc
+    return _to_dict(message)
+
+
+def _tensor_from_config(raw: Mapping) -> dict:
+    return {
+        "name": raw.get("name", ""),
+        "datatype": raw.get("data_type", "TYPE_INVALID").removeprefix("TYPE_"),
+        # protobuf's JSON form writes int64 as strings
+        "dims": [int(d) for d in raw.get("dims", [])],
+        "labels": None,
+    }
+
+
+def schema_from_config(config: Mapping) -> dict:
+    """Split a parsed config.pbtxt into ModelHub's manifest fields."""
+    return {
+        "backend": config.get("backend", ""),
+        "platform": config.get("platform", ""),
+        "max_batch_size": int(config.get("max_batch_size", 0)),
+        "inputs": [_tensor_from_config(t) for t in config.get("input", [])],
+        "outputs": [_tensor_from_config(t) for t in config.get("output", [])],
+        "config": {k: v for k, v in config.items() if k not in OWNED_FIELDS},
+    }
+
+
+def label_filename(output_name: str) -> str:
+    return f"labels_{output_name}.txt"
+
+
+def build_model_config(
+    name: str,
+    *,
+    backend: str,
+    platform: str,
+    max_batch_size: int,
+    inputs: Iterable[Mapping],
+    outputs: Iterable[Mapping],
+    extra: Mapping,
+    versions: Iterable[int],
+) -> dict:
+    """The JSON model config sent with a load (parameters.config)."""
+    config = dict(extra)
+    config.update(
+        name=name,
+        max_batch_size=max_batch_size,
+        input=[{"name": t["name"], "data_type": f"TYPE_{t['datatype']}", "dims": list(t["dims"])} for t in inputs],
+        output=[
+            {
+                "name": t["name"],
+                "data_type": f"TYPE_{t['datatype']}",
+                "dims": list(t["dims"]),
+                **({"label_filename": label_filename(t["name"])} if t.get("labels") else {}),
+            }
+            for t in outputs
+        ],
+        version_policy={"specific": {"versions": sorted(versions)}},
+    )
+    if backend:
+        config["backend"] = backend
+    if platform:
+        config["platform"] = platform
+    return config
+
+
+def metadata_schema(metadata: Mapping, max_batch_size: int) -> tuple[list[dict], list[dict]]:
+    """Tensor lists from Triton's model metadata (GET /v2/models/{m}).
+
+    Metadata shapes include the batch dimension (-1) when batching is on;
+    config dims do not, so strip it to compare like with like.
+    """
+
+    def convert(raw: Mapping) -> dict:
+        shape = [int(d) for d in raw.get("shape", [])]
+        if max_batch_size > 0 and shape:
+            shape = shape[1:]
+        return {"name": raw.get("name", ""), "datatype": raw.get("datatype", ""), "dims": shape}
+
+    return [convert(t) for t in metadata.get("inputs", [])], [convert(t) for t in metadata.get("outputs", [])]

@@ -1,0 +1,222 @@
+"""ModelHub settings, read from environment variables.
+
+With nothing set, ModelHub runs on a fresh machine with no external service:
+a SQLite file, Celery over kombu's filesystem transport, console email and
+the local Triton that `scripts/run` starts. Production sets DATABASE_URL,
+CELERY_BROKER_URL, EMAIL_URL and registers remote Triton servers.
+
+A value that cannot be used stops the start with ImproperlyConfigured naming
+the variable: a silently ignored typo is worse than a refusal to start.
+"""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+
+def _read(name: str, reader, default):
+    """Read one variable, turning any parse failure into an error naming it."""
+    try:
+        return reader(name, default=default)
+    except ImproperlyConfigured:
+        raise
+    except Exception as exc:  # environ raises ValueError, KeyError, … by type
+        raise ImproperlyConfigured(f"{name}={env.str(name, default='')!r} is not valid: {exc}") from exc
+
+
+def _url_with_scheme(name: str, default: str, schemes: set[str]) -> str:
+    value = _read(name, env.str, default)
+    scheme = urlsplit(value).scheme
+    if scheme not in schemes:
+        raise ImproperlyConfigured(
+            f"{name}={value!r}: scheme {scheme!r} is not one of {', '.join(sorted(schemes))}"
+        )
+    return value
+
+
+VAR_DIR = Path(_read("MODELHUB_VAR_DIR", env.str, str(BASE_DIR / "var")))
+
+DEBUG = _read("DJANGO_DEBUG", env.bool, False)
+SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "")
+if not SECRET_KEY:
+    if not DEBUG and _read("MODELHUB_REQUIRE_SECRET_KEY", env.bool, False):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
+    # Local/demo default only; production sets DJANGO_SECRET_KEY (see README).
+    SECRET_KEY = "modelhub-insecure-local-key-change-me"
+ALLOWED_HOSTS = _read("DJANGO_ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = _read("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "modelhub.audit",
+    "modelhub.registry",
+    "modelhub.serving",
+    "modelhub.api",
+    "modelhub.ui",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "modelhub.urls"
+WSGI_APPLICATION = "modelhub.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_DB_SCHEMES = {"sqlite", "postgres", "postgresql", "pgsql", "psql"}
+DATABASES = {
+    "default": environ.Env.db_url_config(
+        _url_with_scheme("DATABASE_URL", f"sqlite:///{VAR_DIR / 'modelhub.sqlite3'}", _DB_SCHEMES)
+    )
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# Artifacts go through Django's storage API; a local folder by default.
+MEDIA_ROOT = Path(_read("MODELHUB_ARTIFACT_ROOT", env.str, str(VAR_DIR / "artifacts")))
+MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Uploads larger than this spill to a temporary file, so the web process never
+# holds an artifact in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = _read("MODELHUB_UPLOAD_TEMP_DIR", env.str, None)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Email ------------------------------------------------------------------
+_EMAIL_SCHEMES = {"consolemail", "smtp", "smtps", "smtp+tls", "smtp+ssl", "dummymail", "filemail", "memorymail"}
+vars().update(
+    environ.Env.email_url_config(_url_with_scheme("EMAIL_URL", "consolemail://", _EMAIL_SCHEMES))
+)
+DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", env.str, "modelhub@localhost")
+
+# --- Celery -----------------------------------------------------------------
+_BROKER_SCHEMES = {"filesystem", "redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}
+CELERY_BROKER_URL = _url_with_scheme("CELERY_BROKER_URL", "filesystem://", _BROKER_SCHEMES)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    _broker_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_TIME_LIMIT = 15 * 60
+CELERY_TASK_SOFT_TIME_LIMIT = 14 * 60
+CELERY_TASK_ALWAYS_EAGER = _read("CELERY_TASK_ALWAYS_EAGER", env.bool, False)
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+RECONCILE_INTERVAL_S = _read("MODELHUB_RECONCILE_INTERVAL_S", env.float, 30.0)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-all-servers": {
+        "task": "modelhub.serving.tasks.reconcile_all",
+        "schedule": RECONCILE_INTERVAL_S,
+    },
+}
+
+# --- Triton -----------------------------------------------------------------
+# Every Triton call has a timeout: a load can hang forever (shared/TRITON.md).
+TRITON_TIMEOUT_S = _read("MODELHUB_TRITON_TIMEOUT_S", env.float, 5.0)
+TRITON_LOAD_TIMEOUT_S = _read("MODELHUB_TRITON_LOAD_TIMEOUT_S", env.float, 120.0)
+# After a failed load, the reconciler waits this long before trying again.
+DEPLOY_RETRY_AFTER_S = _read("MODELHUB_DEPLOY_RETRY_AFTER_S", env.float, 300.0)
+
+# --- Uploads ----------------------------------------------------------------
+MAX_ARTIFACT_BYTES = _read("MODELHUB_MAX_ARTIFACT_BYTES", env.int, 4 * 1024**3)
+MAX_ARCHIVE_ENTRIES = _read("MODELHUB_MAX_ARCHIVE_ENTRIES", env.int, 10_000)
+MAX_UNPACKED_BYTES = _read("MODELHUB_MAX_UNPACKED_BYTES", env.int, 16 * 1024**3)
+
+# --- REST API ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "modelhub.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+        "rest_framework.filters.SearchFilter",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "modelhub.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ModelHub API",
+    "DESCRIPTION": "Register, deploy and promote models served by NVIDIA Triton.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGIN_URL = "/admin/login/"
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _read("MODELHUB_LOG_LEVEL", env.str, "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,6 @@
+from django.urls import path
+
+from modelhub.ui import views
+
+app_name = "ui"
+urlpatterns = [path("", views.overview, name="overview")]

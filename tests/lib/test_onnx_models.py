@@ -1,0 +1,380 @@
+"""read_onnx_signature / is_onnx / the generic runner, and the demo artifacts.
+
+Plain pytest, no Django and no Triton: ``pytest -p no:django tests/lib/test_onnx_models.py``.
+The runner is exercised with a stand-in ``triton_python_backend_utils`` module.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from modelhub.demo.artifacts import DemoVersion, build_demo_versions
+from modelhub.demo.data import load_eval_split
+from modelhub.lib.onnx_models import (
+    ONNX_RUNNER_MODEL_PY,
+    OnnxError,
+    OnnxSignature,
+    TensorSig,
+    is_onnx,
+    read_onnx_signature,
+)
+
+RUNNER_PATH = Path(__file__).resolve().parents[2] / "modelhub" / "lib" / "onnx_runner_model.py"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> list[DemoVersion]:
+    return build_demo_versions(tmp_path_factory.mktemp("demo"))
+
+
+def _onnx_bytes(version: DemoVersion) -> bytes:
+    with zipfile.ZipFile(version.archive_path) as zf:
+        return zf.read("1/model.onnx")
+
+
+def _model(inputs, outputs, nodes, initializers=(), ir_version=8) -> onnx.ModelProto:
+    graph = helper.make_graph(list(nodes), "g", list(inputs), list(outputs), initializer=list(initializers))
+    return helper.make_model(graph, ir_version=ir_version, opset_imports=[helper.make_opsetid("", 17)])
+
+
+# ---------------------------------------------------------------- read_onnx_signature
+
+
+EXPECTED_DEMO_SIGNATURE = OnnxSignature(
+    inputs=[TensorSig("input", "FP32", [-1, 64])],
+    outputs=[TensorSig("label", "INT64", [-1, 1]), TensorSig("probabilities", "FP32", [-1, 10])],
+)
+
+
+def test_signature_of_demo_model_from_bytes_and_path(demo, tmp_path):
+    for version in demo:
+        data = _onnx_bytes(version)
+        sig = read_onnx_signature(data)
+        assert sig == EXPECTED_DEMO_SIGNATURE
+        assert sig.batchable
+        path = tmp_path / "model.onnx"
+        path.write_bytes(data)
+        assert read_onnx_signature(path) == EXPECTED_DEMO_SIGNATURE
+        assert read_onnx_signature(str(path)) == EXPECTED_DEMO_SIGNATURE
+
+
+def test_zipmap_output_is_rejected_naming_the_output():
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    clf = LogisticRegression().fit(X, y)
+    model = convert_sklearn(clf, initial_types=[("input", FloatTensorType([None, 4]))])  # ZipMap on by default
+    with pytest.raises(OnnxError) as err:
+        read_onnx_signature(model.SerializeToString())
+    assert "output_probability" in str(err.value)
+    assert "zipmap" in str(err.value).lower()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"this is not an onnx model", b"\x08\x08" + bytes(range(256)) * 4, b"PK\x03\x04garbage"],
+)
+def test_garbage_is_rejected(data, tmp_path):
+    with pytest.raises(OnnxError):
+        read_onnx_signature(data)
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(data)
+    with pytest.raises(OnnxError):
+        read_onnx_signature(path)
+
+
+def test_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(OSError):
+        read_onnx_signature(tmp_path / "nope.onnx")
+
+
+def test_initializers_are_not_inputs_and_symbolic_dims_are_minus_one():
+    weight = numpy_helper.from_array(np.ones((3, 2), dtype=np.float32), name="W")
+    model = _model(
+        inputs=[
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+            # old exporters (IR < 4) list initializers among the graph inputs
+            helper.make_tensor_value_info("W", TensorProto.FLOAT, [3, 2]),
+        ],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        nodes=[helper.make_node("MatMul", ["x", "W"], ["y"])],
+        initializers=[weight],
+        ir_version=3,
+    )
+    sig = read_onnx_signature(model.SerializeToString())
+    assert sig.inputs == [TensorSig("x", "FP32", [-1, 3])]
+    assert sig.outputs == [TensorSig("y", "FP32", [-1, 2])]
+    assert sig.batchable
+
+
+@pytest.mark.parametrize(
+    ("elem", "name"),
+    [
+        (TensorProto.BOOL, "BOOL"),
+        (TensorProto.UINT8, "UINT8"),
+        (TensorProto.UINT16, "UINT16"),
+        (TensorProto.UINT32, "UINT32"),
+        (TensorProto.UINT64, "UINT64"),
+        (TensorProto.INT8, "INT8"),
+        (TensorProto.INT16, "INT16"),
+        (TensorProto.INT32, "INT32"),
+        (TensorProto.INT64, "INT64"),
+        (TensorProto.FLOAT16, "FP16"),
+        (TensorProto.BFLOAT16, "BF16"),
+        (TensorProto.FLOAT, "FP32"),
+        (TensorProto.DOUBLE, "FP64"),
+        (TensorProto.STRING, "BYTES"),
+    ],
+)
+def test_datatype_names(elem, name):
+    model = _model(
+        inputs=[helper.make_tensor_value_info("a", elem, [4])],
+        outputs=[helper.make_tensor_value_info("b", elem, [4])],
+        nodes=[helper.make_node("Identity", ["a"], ["b"])],
+    )
+    sig = read_onnx_signature(model.SerializeToString())
+    assert sig.inputs == [TensorSig("a", name, [4])]
+    assert sig.outputs == [TensorSig("b", name, [4])]
+    assert not sig.batchable  # fixed first dim
+
+
+def test_unsupported_element_type_names_the_input():
+    model = _model(
+        inputs=[helper.make_tensor_value_info("c", TensorProto.COMPLEX64, [None, 2])],
+        outputs=[helper.make_tensor_value_info("d", TensorProto.COMPLEX64, [None, 2])],
+        nodes=[helper.make_node("Identity", ["c"], ["d"])],
+    )
+    with pytest.raises(OnnxError, match="input 'c'.*COMPLEX64"):
+        read_onnx_signature(model.SerializeToString())
+
+
+def test_unknown_rank_is_rejected():
+    model = _model(
+        inputs=[helper.make_tensor_value_info("a", TensorProto.FLOAT, None)],
+        outputs=[helper.make_tensor_value_info("b", TensorProto.FLOAT, [None])],
+        nodes=[helper.make_node("Identity", ["a"], ["b"])],
+    )
+    with pytest.raises(OnnxError, match="input 'a'"):
+        read_onnx_signature(model.SerializeToString())
+
+
+def test_batchable_needs_rank_and_dynamic_first_dim():
+    assert OnnxSignature([TensorSig("a", "FP32", [-1, 3])], [TensorSig("b", "FP32", [-1])]).batchable
+    assert not OnnxSignature([TensorSig("a", "FP32", [-1, 3])], [TensorSig("b", "FP32", [])]).batchable
+    assert not OnnxSignature([TensorSig("a", "FP32", [2, 3])], [TensorSig("b", "FP32", [-1])]).batchable
+
+
+# ---------------------------------------------------------------- is_onnx
+
+
+def test_is_onnx(demo, tmp_path):
+    data = _onnx_bytes(demo[0])
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(data)
+    assert is_onnx(onnx_path)
+    assert is_onnx(str(onnx_path))
+    assert is_onnx(data)
+    assert not is_onnx(demo[0].archive_path)  # a zip
+    import tarfile
+
+    tar_path = tmp_path / "model.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tf:
+        tf.add(onnx_path, arcname="1/model.onnx")
+    assert not is_onnx(tar_path)
+    plain_tar = tmp_path / "model.tar"
+    with tarfile.open(plain_tar, "w") as tf:
+        tf.add(onnx_path, arcname="1/model.onnx")
+    assert not is_onnx(plain_tar)
+    text = tmp_path / "config.pbtxt"
+    text.write_text('name: "x"\n')
+    assert not is_onnx(text)
+    assert not is_onnx(tmp_path / "missing.onnx")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert not is_onnx(empty)
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def test_runner_constant_is_the_runner_file():
+    assert ONNX_RUNNER_MODEL_PY == RUNNER_PATH.read_text(encoding="utf-8")
+    compile(ONNX_RUNNER_MODEL_PY, "model.py", "exec")
+    assert "class TritonPythonModel" in ONNX_RUNNER_MODEL_PY
+
+
+_NP_TO_TRITON = {"TYPE_FP32": np.float32, "TYPE_FP64": np.float64, "TYPE_INT64": np.int64, "TYPE_STRING": np.object_}
+
+
+def _fake_pb_utils() -> types.ModuleType:
+    pb = types.ModuleType("triton_python_backend_utils")
+
+    class Tensor:
+        def __init__(self, name, array):
+            self._name, self._array = name, array
+
+        def name(self):
+            return self._name
+
+        def as_numpy(self):
+            return self._array
+
+    class TritonError:
+        def __init__(self, message):
+            self._message = message
+
+        def message(self):
+            return self._message
+
+    class InferenceResponse:
+        def __init__(self, output_tensors=(), error=None):
+            self.output_tensors, self.error = list(output_tensors), error
+
+    class Request:
+        def __init__(self, tensors):
+            self.tensors = tensors
+
+    def get_input_tensor_by_name(request, name):
+        return next((t for t in request.tensors if t.name() == name), None)
+
+    def get_output_config_by_name(cfg, name):
+        return next((o for o in cfg["output"] if o["name"] == name), None)
+
+    pb.Tensor, pb.TritonError, pb.InferenceResponse, pb.Request = Tensor, TritonError, InferenceResponse, Request
+    pb.get_input_tensor_by_name = get_input_tensor_by_name
+    pb.get_output_config_by_name = get_output_config_by_name
+    pb.triton_string_to_numpy = _NP_TO_TRITON.__getitem__
+    return pb
+
+
+@pytest.fixture
+def runner_module(monkeypatch):
+    pb = _fake_pb_utils()
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    spec = importlib.util.spec_from_file_location("modelhub_test_onnx_runner", RUNNER_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, pb
+
+
+def _runner_config(max_batch_size, input_type="TYPE_FP32", input_dims=(64,)):
+    extra = [] if max_batch_size else [-1]
+    return {
+        "name": "digits",
+        "backend": "python",
+        "max_batch_size": max_batch_size,
+        "input": [{"name": "input", "data_type": input_type, "dims": [*extra, *input_dims]}],
+        "output": [
+            {"name": "label", "data_type": "TYPE_INT64", "dims": [*extra, 1]},
+            {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [*extra, 10]},
+        ],
+    }
+
+
+def _init_runner(module, tmp_path, onnx_bytes, cfg):
+    (tmp_path / "3").mkdir(exist_ok=True)
+    (tmp_path / "3" / "model.onnx").write_bytes(onnx_bytes)
+    model = module.TritonPythonModel()
+    model.initialize({"model_repository": str(tmp_path), "model_version": "3", "model_config": json.dumps(cfg)})
+    return model
+
+
+@pytest.mark.parametrize(("max_batch_size", "input_type"), [(64, "TYPE_FP32"), (0, "TYPE_FP32"), (64, "TYPE_FP64")])
+def test_runner_matches_onnxruntime(runner_module, demo, tmp_path, max_batch_size, input_type):
+    module, pb = runner_module
+    data = _onnx_bytes(demo[1])
+    model = _init_runner(module, tmp_path, data, _runner_config(max_batch_size, input_type))
+    X, _ = load_eval_split()
+    send_dtype = np.float64 if input_type == "TYPE_FP64" else np.float32
+    requests = [pb.Request([pb.Tensor("input", X[i : i + 7].astype(send_dtype))]) for i in (0, 7, 14)]
+    responses = model.execute(requests)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    for i, response in zip((0, 7, 14), responses):
+        assert response.error is None
+        outputs = {t.name(): t.as_numpy() for t in response.output_tensors}
+        ref_label, ref_prob = session.run(["label", "probabilities"], {"input": X[i : i + 7]})
+        assert outputs["label"].dtype == np.int64 and outputs["label"].shape == (7, 1)
+        assert outputs["probabilities"].dtype == np.float32 and outputs["probabilities"].shape == (7, 10)
+        np.testing.assert_array_equal(outputs["label"], ref_label)
+        np.testing.assert_allclose(outputs["probabilities"], ref_prob)
+    model.finalize()
+
+
+def test_runner_errors_become_error_responses(runner_module, demo, tmp_path):
+    module, pb = runner_module
+    model = _init_runner(module, tmp_path, _onnx_bytes(demo[0]), _runner_config(64))
+    X, _ = load_eval_split()
+    good = pb.Request([pb.Tensor("input", X[:2])])
+    missing = pb.Request([pb.Tensor("other", X[:2])])
+    bad_shape = pb.Request([pb.Tensor("input", X[:2, :32])])
+    responses = model.execute([good, missing, bad_shape])
+    assert responses[0].error is None
+    assert "missing input 'input'" in responses[1].error.message()
+    assert responses[2].error is not None and responses[2].output_tensors == []
+
+
+def test_runner_rejects_config_that_does_not_match_the_graph(runner_module, demo, tmp_path):
+    module, _ = runner_module
+    cfg = _runner_config(64)
+    cfg["output"][0]["name"] = "nope"
+    with pytest.raises(ValueError, match="nope"):
+        _init_runner(module, tmp_path, _onnx_bytes(demo[0]), cfg)
+    cfg = _runner_config(64)
+    cfg["input"][0]["name"] = "x"
+    with pytest.raises(ValueError, match="'x'"):
+        _init_runner(module, tmp_path, _onnx_bytes(demo[0]), cfg)
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def test_demo_archives_and_manifests(demo):
+    assert [v.archive_path.name for v in demo] == ["digits-v1.zip", "digits-v2.zip"]
+    X, y = load_eval_split()
+    assert X.dtype == np.float32 and X.shape == (450, 64) and y.shape == (450,)
+    for version in demo:
+        with zipfile.ZipFile(version.archive_path) as zf:
+            assert sorted(zf.namelist()) == ["1/model.onnx", "1/model.py"]
+            assert zf.read("1/model.py").decode() == ONNX_RUNNER_MODEL_PY
+        m = version.manifest
+        assert m["backend"] == "python" and m["max_batch_size"] == 64
+        assert m["inputs"] == [{"name": "input", "datatype": "FP32", "dims": [64]}]
+        assert m["outputs"] == [
+            {"name": "label", "datatype": "INT64", "dims": [1]},
+            {"name": "probabilities", "datatype": "FP32", "dims": [10], "labels": [str(i) for i in range(10)]},
+        ]
+        assert m["config"] == {"dynamic_batching": {}, "instance_group": [{"kind": "KIND_CPU", "count": 1}]}
+        assert m["provenance"] == {"git_commit": None, "ci_run_url": None}
+        assert m["metadata"]["metrics"]["accuracy"] == version.accuracy
+        assert m["metadata"]["trained_on"] == "sklearn digits" and m["metadata"]["algorithm"]
+        json.dumps(m)  # JSON-serializable
+        manifest_file = version.archive_path.with_name(version.archive_path.stem + ".manifest.json")
+        assert json.loads(manifest_file.read_text()) == m
+        # the accuracy is the real held-out accuracy of the packed ONNX model
+        session = ort.InferenceSession(_onnx_bytes(version), providers=["CPUExecutionProvider"])
+        (label,) = session.run(["label"], {"input": X})
+        assert version.accuracy == round(float(np.mean(label[:, 0] == y)), 4)
+        assert version.accuracy > 0.9
+    assert demo[1].accuracy > demo[0].accuracy
+    assert demo[0].manifest["metadata"]["algorithm"] != demo[1].manifest["metadata"]["algorithm"]
+
+
+def test_demo_build_is_deterministic(demo, tmp_path):
+    again = build_demo_versions(tmp_path)
+    for a, b in zip(demo, again):
+        assert a.archive_path.read_bytes() == b.archive_path.read_bytes()
+        assert a.manifest == b.manifest

@@ -1,0 +1,17 @@
+"""Settings for the test suite: ModelHub's settings on real Postgres."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelhub")
+os.environ.setdefault("MODELHUB_VAR_DIR", tempfile.mkdtemp(prefix="modelhub-test-"))
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+
+from modelhub.settings import *  # noqa: E402,F403
+
+# Deploy requests run the reconciler in-process, against the real Triton.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+TRITON_TIMEOUT_S = 3.0
+TRITON_LOAD_TIMEOUT_S = 30.0
