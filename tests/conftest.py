@@ -116,3 +116,10 @@ def actor():
     from modelhub.audit.models import Source
 
     return Actor(source=Source.CLI)
+
+
+@pytest.fixture(autouse=True)
+def artifact_root(settings, tmp_path_factory):
+    """Each test stores artifacts in its own folder, so 'nothing left behind' is checkable."""
+    settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("artifacts"))
+    return settings.MEDIA_ROOT

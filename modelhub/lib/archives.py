@@ -15,8 +15,9 @@ wrapping folder whose name is not all digits, which is stripped)::
     1/model.py          one version folder (all digits) holds the "version"
     1/sub/weights.bin   files; nested folders are allowed inside it
 
-Without a version folder, every file except ``config.pbtxt`` is a version
-file. Two or more version folders are an error.
+Files in other (non-digit) folders beside the version folder are model files
+too, e.g. ``extras/vocab.txt``. Without a version folder, every file except
+``config.pbtxt`` is a version file. Two or more version folders are an error.
 
 This module is pure standard library; it does not import Django.
 """
@@ -30,6 +31,7 @@ import struct
 import tarfile
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
@@ -120,7 +122,9 @@ class ModelFolder:
 
     format: str  # "zip" | "tar" | "tar.gz"
     version_files: dict[str, int]  # path inside the version folder -> size
-    model_files: dict[str, int]  # root files other than config.pbtxt -> size
+    # files outside the version folder other than config.pbtxt -> size (root
+    # files such as labels.txt, or e.g. extras/vocab.txt beside the version)
+    model_files: dict[str, int]
     config_pbtxt: str | None
     total_size: int  # unpacked bytes of all files, config.pbtxt included
     # archive member name -> (kind, relpath); used by iter_files
@@ -250,6 +254,8 @@ def _translate(exc: Exception, member: str | None) -> ArchiveError:
         message = f"the gzip stream is corrupt ({detail})"
     elif isinstance(exc, tarfile.TarError):
         message = f"the tar archive is corrupt or truncated ({detail})"
+    elif isinstance(exc, zlib.error):
+        message = f"the archive holds corrupt compressed data ({detail})"
     elif isinstance(exc, UnicodeError):
         message = "a member name is not valid UTF-8"
     elif isinstance(exc, NotImplementedError):
@@ -258,7 +264,7 @@ def _translate(exc: Exception, member: str | None) -> ArchiveError:
         message = "the archive is too complex to read"
     elif isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
         message = f"cannot open the archive file ({detail})"
-    else:  # zlib.error, lzma.LZMAError, OSError from bz2, struct.error, ...
+    else:  # lzma.LZMAError, OSError from bz2, struct.error, ...
         message = f"the archive is corrupt ({type(exc).__name__}: {detail})"
     return ArchiveError(message, member)
 
@@ -630,6 +636,7 @@ def _open_tar(f: IO[bytes], fmt: str) -> Iterator[tarfile.TarFile]:
             tarfile.open(
                 fileobj=stream,
                 mode="r|",
+                bufsize=CHUNK_SIZE,
                 tarinfo=_strict_tarinfo_class(),
                 encoding="utf-8",
                 errors="surrogateescape",

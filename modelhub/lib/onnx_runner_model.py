@@ -105,7 +105,7 @@ class TritonPythonModel:
             try:
                 results = self.session.run(self.output_names, self._feeds(request))
                 tensors = []
-                for (name, dtype), result in zip(self.outputs, results):
+                for (name, dtype), result in zip(self.outputs, results, strict=True):
                     array = np.asarray(result)
                     if dtype is np.object_ or dtype == np.dtype(object):
                         array = np.vectorize(_to_bytes, otypes=[object])(array) if array.size else array.astype(object)
@@ -113,7 +113,7 @@ class TritonPythonModel:
                         array = array.astype(dtype, copy=False)
                     tensors.append(pb_utils.Tensor(name, array))
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            except Exception as exc:  # noqa: BLE001 - every failure becomes an error response
+            except Exception as exc:  # every failure becomes an error response
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}")))
         return responses
 

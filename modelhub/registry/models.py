@@ -46,7 +46,7 @@ class ArtifactFormat(models.TextChoices):
 
 def artifact_path(version: "ModelVersion", filename: str) -> str:
     # Content-addressed: the same bytes always land on the same name.
-    return f"artifacts/{version.model.name}/{version.sha256}.{version.artifact_format}"
+    return f"{version.model.name}/{version.sha256}.{version.artifact_format}"
 
 
 class ModelVersion(models.Model):

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-_NAMESPACE = zlib.crc32(b"modelhub.reconcile")  # keeps our advisory keys apart from others'
+_NAMESPACE = zlib.crc32(b"modelhub.reconcile") & 0x7FFFFFFF  # int4; keeps our advisory keys apart from others'
 
 
 @contextmanager

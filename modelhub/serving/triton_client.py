@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import gevent
+import numpy as np
 import tritonclient.http as triton_http
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
@@ -154,6 +155,21 @@ class TritonClient:
 
     def statistics(self, model: str = "") -> dict:
         return self._call(f"statistics ({model or 'all models'})", lambda c: c.get_inference_statistics(model))
+
+    # --- inference -----------------------------------------------------------
+
+    def infer(self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]):
+        """Run one inference; returns {output name: numpy array}. Inputs are
+        sent as binary tensor data (Triton's binary extension)."""
+        tensors = []
+        for name, array in inputs.items():
+            tensor = triton_http.InferInput(name, list(array.shape), datatypes[name])
+            tensor.set_data_from_numpy(array, binary_data=True)
+            tensors.append(tensor)
+        result = self._call(
+            f"infer ({model})", lambda c: c.infer(model, tensors, model_version=str(version) if version else "")
+        )
+        return {out["name"]: result.as_numpy(out["name"]) for out in result.get_response()["outputs"]}
 
     # --- metrics -------------------------------------------------------------
 

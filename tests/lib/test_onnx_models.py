@@ -212,7 +212,7 @@ def test_is_onnx(demo, tmp_path):
 
 
 def test_runner_constant_is_the_runner_file():
-    assert ONNX_RUNNER_MODEL_PY == RUNNER_PATH.read_text(encoding="utf-8")
+    assert RUNNER_PATH.read_text(encoding="utf-8") == ONNX_RUNNER_MODEL_PY
     compile(ONNX_RUNNER_MODEL_PY, "model.py", "exec")
     assert "class TritonPythonModel" in ONNX_RUNNER_MODEL_PY
 
@@ -303,7 +303,7 @@ def test_runner_matches_onnxruntime(runner_module, demo, tmp_path, max_batch_siz
     requests = [pb.Request([pb.Tensor("input", X[i : i + 7].astype(send_dtype))]) for i in (0, 7, 14)]
     responses = model.execute(requests)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    for i, response in zip((0, 7, 14), responses):
+    for i, response in zip((0, 7, 14), responses, strict=True):
         assert response.error is None
         outputs = {t.name(): t.as_numpy() for t in response.output_tensors}
         ref_label, ref_prob = session.run(["label", "probabilities"], {"input": X[i : i + 7]})
@@ -375,6 +375,6 @@ def test_demo_archives_and_manifests(demo):
 
 def test_demo_build_is_deterministic(demo, tmp_path):
     again = build_demo_versions(tmp_path)
-    for a, b in zip(demo, again):
+    for a, b in zip(demo, again, strict=True):
         assert a.archive_path.read_bytes() == b.archive_path.read_bytes()
         assert a.manifest == b.manifest
