@@ -33,9 +33,7 @@ def _url_with_scheme(name: str, default: str, schemes: set[str]) -> str:
     value = _read(name, env.str, default)
     scheme = urlsplit(value).scheme
     if scheme not in schemes:
-        raise ImproperlyConfigured(
-            f"{name}={value!r}: scheme {scheme!r} is not one of {', '.join(sorted(schemes))}"
-        )
+        raise ImproperlyConfigured(f"{name}={value!r}: scheme {scheme!r} is not one of {', '.join(sorted(schemes))}")
     return value
 
 
@@ -68,6 +66,7 @@ INSTALLED_APPS = [
     "modelhub.serving",
     "modelhub.api",
     "modelhub.ui",
+    "modelhub.demo",
 ]
 
 MIDDLEWARE = [
@@ -138,9 +137,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # --- Email ------------------------------------------------------------------
 _EMAIL_SCHEMES = {"consolemail", "smtp", "smtps", "smtp+tls", "smtp+ssl", "dummymail", "filemail", "memorymail"}
-vars().update(
-    environ.Env.email_url_config(_url_with_scheme("EMAIL_URL", "consolemail://", _EMAIL_SCHEMES))
-)
+vars().update(environ.Env.email_url_config(_url_with_scheme("EMAIL_URL", "consolemail://", _EMAIL_SCHEMES)))
 DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", env.str, "modelhub@localhost")
 
 # --- Celery -----------------------------------------------------------------
@@ -152,6 +149,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
+        "control_folder": str(_broker_dir / "control"),
     }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -29,12 +29,15 @@ class TritonPythonModel:
 
 # A model whose auto_complete_config adds an output the registered schema
 # does not have: Triton then serves metadata that disagrees with the registry.
-EXTRA_OUTPUT_MODEL_PY = DOUBLER_MODEL_PY.format(factor=2) + """
+EXTRA_OUTPUT_MODEL_PY = (
+    DOUBLER_MODEL_PY.format(factor=2)
+    + """
     @staticmethod
     def auto_complete_config(config):
         config.add_output({"name": "SURPRISE", "data_type": "TYPE_FP32", "dims": [1]})
         return config
 """
+)
 
 BROKEN_MODEL_PY = "def this is not python(:\n"
 

@@ -7,7 +7,7 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelh
 os.environ.setdefault("MODELHUB_VAR_DIR", tempfile.mkdtemp(prefix="modelhub-test-"))
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
-from modelhub.settings import *  # noqa: E402,F403
+from modelhub.settings import *  # noqa: F403
 
 # Deploy requests run the reconciler in-process, against the real Triton.
 CELERY_TASK_ALWAYS_EAGER = True

@@ -26,7 +26,18 @@ class ModelVersionAdmin(AuditedAdmin):
     list_select_related = ["model", "created_by"]
     inlines = [TensorSpecInline]
     # Bytes and their digest are what was uploaded: never edited by hand.
-    readonly_fields = ["model", "number", "artifact", "artifact_format", "sha256", "size", "version_files", "model_files", "created_by", "created_at"]
+    readonly_fields = [
+        "model",
+        "number",
+        "artifact",
+        "artifact_format",
+        "sha256",
+        "size",
+        "version_files",
+        "model_files",
+        "created_by",
+        "created_at",
+    ]
 
 
 @admin.register(Alias)

@@ -2,8 +2,18 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from modelhub.lib import archives
 from modelhub.registry.models import ArtifactFormat, ModelVersion
+
+
+def archive_limits() -> archives.ArchiveLimits:
+    return archives.ArchiveLimits(
+        max_entries=settings.MAX_ARCHIVE_ENTRIES,
+        max_total_size=settings.MAX_UNPACKED_BYTES,
+        max_member_size=settings.MAX_UNPACKED_BYTES,
+    )
 
 
 @dataclass
@@ -19,7 +29,7 @@ def read_artifact_files(version: ModelVersion) -> ArtifactFiles:
     if version.artifact_format == ArtifactFormat.ONNX:
         with open(path, "rb") as fh:
             return ArtifactFiles({"model.onnx": fh.read()}, {})
-    folder = archives.inspect_archive(path)
+    folder = archives.inspect_archive(path, archive_limits())
     result = ArtifactFiles({}, {})
     for kind, relpath, data in archives.iter_files(path, folder):
         (result.version_files if kind == "version" else result.model_files)[relpath] = data

@@ -119,8 +119,10 @@ class TensorSpec(models.Model):
     def __str__(self) -> str:
         return f"{self.direction} {self.name} {self.datatype}{self.dims}"
 
-    def as_dict(self) -> dict:
-        return {"name": self.name, "datatype": self.datatype, "dims": list(self.dims), "labels": self.labels}
+    def save(self, *args, **kwargs):
+        # Validate on every save, not only in forms: the schema is what deploys check against.
+        self.full_clean(exclude=["version"])
+        super().save(*args, **kwargs)
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
@@ -134,10 +136,8 @@ class TensorSpec(models.Model):
         if self.version_id and siblings.exclude(pk=self.pk).exists():
             raise ValidationError({"name": f"duplicate {DIRECTIONS[self.direction][:-1]} name {self.name!r}"})
 
-    def save(self, *args, **kwargs):
-        # Validate on every save, not only in forms: the schema is what deploys check against.
-        self.full_clean(exclude=["version"])
-        super().save(*args, **kwargs)
+    def as_dict(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "dims": list(self.dims), "labels": self.labels}
 
 
 class Alias(models.Model):
@@ -161,12 +161,8 @@ class AliasMove(models.Model):
 
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="alias_moves")
     alias = models.CharField(max_length=50)
-    from_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    to_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    to_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     moved_by = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -83,7 +83,9 @@ def validate_schema(inputs: object, outputs: object) -> tuple[list[dict], list[d
             if tensor is None:
                 continue
             if tensor["name"] in seen:
-                errors[f"{key}[{i}].name"] = f"duplicate tensor name {tensor['name']!r} (also {key}[{seen[tensor['name']]}])"
+                errors[f"{key}[{i}].name"] = (
+                    f"duplicate tensor name {tensor['name']!r} (also {key}[{seen[tensor['name']]}])"
+                )
             seen.setdefault(tensor["name"], i)
     if errors:
         raise SchemaError(errors)

@@ -9,13 +9,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
 from modelhub.lib import archives, onnx_models
+from modelhub.registry.artifacts import archive_limits
 from modelhub.registry.manifest import Manifest, ManifestError, parse_manifest
 from modelhub.registry.models import Alias, AliasMove, ArtifactFormat, Model, ModelVersion, TaskKind, TensorSpec
 from modelhub.registry.triton_config import ConfigError, parse_config_pbtxt, schema_from_config
@@ -36,14 +36,6 @@ def sha256_of(path: str | Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-def archive_limits() -> archives.ArchiveLimits:
-    return archives.ArchiveLimits(
-        max_entries=settings.MAX_ARCHIVE_ENTRIES,
-        max_total_size=settings.MAX_UNPACKED_BYTES,
-        max_member_size=settings.MAX_UNPACKED_BYTES,
-    )
 
 
 @dataclass
@@ -74,7 +66,11 @@ def inspect_artifact(path: str | Path, raw_manifest: dict) -> InspectedArtifact:
                 for s in sigs
             ]
 
-        derived = {"platform": "onnxruntime_onnx", "inputs": tensors(signature.inputs), "outputs": tensors(signature.outputs)}
+        derived = {
+            "platform": "onnxruntime_onnx",
+            "inputs": tensors(signature.inputs),
+            "outputs": tensors(signature.outputs),
+        }
         return InspectedArtifact(ArtifactFormat.ONNX, {"model.onnx": Path(path).stat().st_size}, {}, derived)
 
     try:

@@ -69,7 +69,9 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["server__name", "version__model__name", "-version__number"]
-        constraints = [models.UniqueConstraint(fields=["version", "server"], name="one_deployment_per_version_and_server")]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "server"], name="one_deployment_per_version_and_server")
+        ]
         indexes = [models.Index(fields=["server", "desired"])]
 
     def __str__(self) -> str:

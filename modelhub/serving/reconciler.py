@@ -26,7 +26,7 @@ from modelhub.registry.models import Model, ModelVersion
 from modelhub.registry.schema import schema_differences
 from modelhub.registry.triton_config import build_model_config, label_filename, metadata_schema
 from modelhub.serving.locks import server_lock
-from modelhub.serving.models import DesiredState, Deployment, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.transitions import observe
 from modelhub.serving.triton_client import TritonClient, TritonError, TritonUnavailable
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
 from modelhub.registry.models import ModelVersion
-from modelhub.serving.models import DesiredState, Deployment, InferenceServer
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer
 
 
 def servers_with_label(label: str) -> list[InferenceServer]:
@@ -20,7 +20,9 @@ def servers_with_label(label: str) -> list[InferenceServer]:
     return [s for s in InferenceServer.objects.filter(enabled=True) if label in (s.labels or [])]
 
 
-def _set_desired(version: ModelVersion, servers: Iterable[InferenceServer], desired: str, actor: Actor) -> list[Deployment]:
+def _set_desired(
+    version: ModelVersion, servers: Iterable[InferenceServer], desired: str, actor: Actor
+) -> list[Deployment]:
     from modelhub.serving.tasks import reconcile_server_task
 
     servers = list(servers)

@@ -18,7 +18,13 @@ def reconcile_server_task(self, server_id: int) -> dict:
         # the change that enqueued us, so look again shortly.
         raise self.retry(countdown=2)
     if report.changed or report.failures:
-        log.info("reconciled %s: loads=%s unloads=%s failures=%s", report.server, report.loads, report.unloads, report.failures)
+        log.info(
+            "reconciled %s: loads=%s unloads=%s failures=%s",
+            report.server,
+            report.loads,
+            report.unloads,
+            report.failures,
+        )
     return {"server": report.server, "loads": report.loads, "unloads": report.unloads, "failures": report.failures}
 
 

@@ -108,9 +108,7 @@ class TritonClient:
         return self._call("server metadata", lambda c: c.get_server_metadata())
 
     def model_ready(self, model: str, version: int | None = None) -> bool:
-        return self._call(
-            f"model ready ({model})", lambda c: c.is_model_ready(model, str(version) if version else "")
-        )
+        return self._call(f"model ready ({model})", lambda c: c.is_model_ready(model, str(version) if version else ""))
 
     def model_metadata(self, model: str, version: int | None = None) -> dict:
         return self._call(

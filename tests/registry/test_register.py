@@ -125,7 +125,9 @@ def test_broken_archive_is_refused_and_nothing_is_kept(model, actor, tmp_path, m
     assert ModelVersion.objects.count() == 0 and stored_files(settings) == []
 
 
-def test_a_failure_after_the_file_is_stored_removes_the_file(model, actor, doubler_zip, manifest, settings, monkeypatch):
+def test_a_failure_after_the_file_is_stored_removes_the_file(
+    model, actor, doubler_zip, manifest, settings, monkeypatch
+):
     def explode(*args, **kwargs):
         raise RuntimeError("database went away")
 

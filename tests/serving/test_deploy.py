@@ -50,9 +50,7 @@ def test_deploy_loads_version_through_file_override_and_it_answers(triton, actor
     assert list(deployment.transitions.values_list("from_state", "to_state")) == [("pending", "loaded")]
 
 
-def test_two_versions_of_one_model_are_served_at_once_and_unload_leaves_the_other(
-    triton, actor, doubler_zip, manifest
-):
+def test_two_versions_of_one_model_are_served_at_once_and_unload_leaves_the_other(triton, actor, doubler_zip, manifest):
     server = register_server(triton)
     v1 = register(actor, doubler_zip(2, "a.zip"), manifest, "two-versions")
     v2 = register(actor, doubler_zip(3, "b.zip"), manifest, "two-versions")
@@ -123,7 +121,9 @@ def test_failed_load_stores_tritons_error_and_keeps_other_versions_serving(
 ):
     server = register_server(triton)
     good = register(actor, doubler_zip(2), manifest, "half-broken")
-    broken = register(actor, make_zip(tmp_path / "broken.zip", {"1/model.py": BROKEN_MODEL_PY}), manifest, "half-broken")
+    broken = register(
+        actor, make_zip(tmp_path / "broken.zip", {"1/model.py": BROKEN_MODEL_PY}), manifest, "half-broken"
+    )
 
     request_deploy(good, [server], actor)
     [failed] = request_deploy(broken, [server], actor)
