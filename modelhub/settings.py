@@ -29,6 +29,19 @@ def _read(name: str, reader, default):
         raise ImproperlyConfigured(f"{name}={env.str(name, default='')!r} is not valid: {exc}") from exc
 
 
+def _strict_bool(name: str, default: bool) -> bool:
+    # environ's bool() reads any unknown word as False; a typo must not silently disable something.
+    raw = env.str(name, default="")
+    if raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use true/false, 1/0, yes/no or on/off")
+
+
 def _url_with_scheme(name: str, default: str, schemes: set[str]) -> str:
     value = _read(name, env.str, default)
     scheme = urlsplit(value).scheme
@@ -39,10 +52,10 @@ def _url_with_scheme(name: str, default: str, schemes: set[str]) -> str:
 
 VAR_DIR = Path(_read("MODELHUB_VAR_DIR", env.str, str(BASE_DIR / "var")))
 
-DEBUG = _read("DJANGO_DEBUG", env.bool, False)
+DEBUG = _strict_bool("DJANGO_DEBUG", False)
 SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "")
 if not SECRET_KEY:
-    if not DEBUG and _read("MODELHUB_REQUIRE_SECRET_KEY", env.bool, False):
+    if not DEBUG and _strict_bool("MODELHUB_REQUIRE_SECRET_KEY", False):
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
     # Local/demo default only; production sets DJANGO_SECRET_KEY (see README).
     SECRET_KEY = "modelhub-insecure-local-key-change-me"
@@ -157,7 +170,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_TIME_LIMIT = 15 * 60
 CELERY_TASK_SOFT_TIME_LIMIT = 14 * 60
-CELERY_TASK_ALWAYS_EAGER = _read("CELERY_TASK_ALWAYS_EAGER", env.bool, False)
+CELERY_TASK_ALWAYS_EAGER = _strict_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 RECONCILE_INTERVAL_S = _read("MODELHUB_RECONCILE_INTERVAL_S", env.float, 30.0)

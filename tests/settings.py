@@ -15,3 +15,4 @@ CELERY_TASK_EAGER_PROPAGATES = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
 TRITON_TIMEOUT_S = 3.0
 TRITON_LOAD_TIMEOUT_S = 30.0
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns if it is missing

@@ -53,3 +53,11 @@ class AliasMoveAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(TensorSpec)
+class TensorSpecAdmin(admin.ModelAdmin):
+    list_display = ["version", "direction", "name", "datatype", "dims"]
+    list_filter = ["direction", "datatype"]
+    list_select_related = ["version__model"]
+    search_fields = ["name", "version__model__name"]

@@ -212,3 +212,103 @@ def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Ac
             to_version=version.number if version else None,
         )
         return result
+
+
+class NameTaken(ValueError):
+    """Creating something whose name is already in use."""
+
+
+class ModelInUse(Exception):
+    """The model has a version that is, or should be, loaded somewhere."""
+
+
+def create_model(actor: Actor, *, name: str, description: str = "", task_kind: str = TaskKind.OTHER) -> Model:
+    model = Model(name=name, description=description, task_kind=task_kind or TaskKind.OTHER)
+    model.full_clean(validate_unique=False)
+    if Model.objects.filter(name=name).exists():
+        raise NameTaken(f"a model named {name!r} already exists")
+    with transaction.atomic():
+        model.save()
+        record(actor, "model.create", model)
+    return model
+
+
+def update_model(model: Model, actor: Actor, **changes) -> Model:
+    """Change a model's description or task kind (its name is its Triton name: fixed)."""
+    unknown = set(changes) - {"description", "task_kind"}
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a model")
+    changed = sorted(k for k, v in changes.items() if getattr(model, k) != v)
+    for key, value in changes.items():
+        setattr(model, key, value)
+    model.full_clean(validate_unique=False)
+    with transaction.atomic():
+        model.save()
+        if changed:
+            record(actor, "model.update", model, fields=changed)
+    return model
+
+
+def delete_model(model: Model, actor: Actor) -> None:
+    """Delete a model with its versions, aliases and history, and its stored files.
+
+    Refused (ModelInUse) while any version is loaded or meant to be loaded on
+    a server; deployments that are undeployed are deleted with it.
+    """
+    from modelhub.serving.models import Deployment, DesiredState, ObservedState  # serving builds on registry
+
+    with transaction.atomic():
+        # Row locks: a concurrent deploy of this model waits for us, then finds no version.
+        Model.objects.select_for_update().get(pk=model.pk)
+        deployments = list(
+            Deployment.objects.select_for_update()
+            .filter(version__model=model)
+            .select_related("version", "server")
+            .order_by("pk")
+        )
+        live = [d for d in deployments if d.desired == DesiredState.LOADED or d.observed == ObservedState.LOADED]
+        if live:
+            shown = ", ".join(
+                f"v{d.version.number} on {d.server.name} (desired {d.desired}, observed {d.observed})" for d in live[:5]
+            )
+            raise ModelInUse(f"model {model.name!r} is deployed: {shown}; undeploy it first")
+        files = [name for name in model.versions.values_list("artifact", flat=True) if name]
+        record(actor, "model.delete", model, versions=model.versions.count())
+        Deployment.objects.filter(pk__in=[d.pk for d in deployments]).delete()
+        Alias.objects.filter(model=model).delete()  # aliases protect their versions
+        model.delete()
+        storage = ModelVersion._meta.get_field("artifact").storage
+        # Files go only once the rows are gone for good.
+        transaction.on_commit(lambda: [storage.delete(name) for name in files])
+
+
+def register_upload(
+    name: str,
+    artifact_path: str | Path,
+    raw_manifest: dict,
+    actor: Actor,
+    *,
+    create: bool,
+    sha256: str | None = None,
+    size: int | None = None,
+) -> Registration:
+    """Register an uploaded artifact as a version of the model called `name`.
+
+    With `create`, a model that does not exist yet is created from the
+    manifest's description and task_kind, but only once the artifact and the
+    manifest have passed validation: a refused upload leaves no model behind.
+    Without it, a missing model raises Model.DoesNotExist.
+    """
+    model = Model.objects.filter(name=name).first()
+    if model is not None:
+        return register_version(model, artifact_path, raw_manifest, actor, sha256=sha256, size=size)
+    if not create:
+        raise Model.DoesNotExist(f"model {name!r} not found")
+    Model(name=name).clean_fields(exclude=["description", "task_kind"])
+    if sha256 is None or size is None:
+        sha256, size = sha256_of(artifact_path)
+    inspected = inspect_artifact(artifact_path, raw_manifest)
+    manifest = parse_manifest(raw_manifest, inspected.derived)
+    with transaction.atomic():
+        model = get_or_create_model(name, actor, description=manifest.description, task_kind=manifest.task_kind)
+        return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size)

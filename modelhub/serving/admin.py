@@ -49,3 +49,17 @@ class DeploymentAdmin(AuditedAdmin):
         request_change = request_deploy if obj.desired == "loaded" else request_undeploy
         obj.pk = request_change(obj.version, [obj.server], actor)[0].pk
         obj.refresh_from_db()
+
+
+@admin.register(DeploymentTransition)
+class DeploymentTransitionAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "deployment", "from_state", "to_state", "error"]
+    list_filter = ["to_state"]
+    list_select_related = ["deployment__version__model", "deployment__server"]
+
+    # Transitions are history: written by the reconciler only.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,3 +1,6 @@
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -8,12 +11,31 @@ server_name_validator = RegexValidator(
 )
 
 
+
+def validate_http_url(value: str) -> None:
+    # Not URLValidator: it refuses cluster-internal hosts such as http://triton-a:8000.
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValidationError(f"{value!r} is not a valid URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{value!r} must be an http:// or https:// URL with a host")
+
+
 class InferenceServer(models.Model):
     """A Triton server ModelHub manages, reached over its HTTP endpoint."""
 
     name = models.CharField(max_length=100, unique=True, validators=[server_name_validator])
-    base_url = models.URLField(help_text="Triton's HTTP endpoint, e.g. http://triton-a:8000")
-    metrics_url = models.URLField(blank=True, help_text="Prometheus metrics, e.g. http://triton-a:8002/metrics")
+    base_url = models.CharField(
+        max_length=300, validators=[validate_http_url], help_text="Triton's HTTP endpoint, e.g. http://triton-a:8000"
+    )
+    metrics_url = models.CharField(
+        max_length=300,
+        blank=True,
+        validators=[validate_http_url],
+        help_text="Prometheus metrics, e.g. http://triton-a:8002/metrics",
+    )
     enabled = models.BooleanField(default=True)
     labels = models.JSONField(default=list, blank=True, help_text='e.g. ["staging", "gpu"]: deploy to all with a label')
     backends = models.JSONField(

@@ -20,6 +20,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from modelhub.audit.actors import SYSTEM
+from modelhub.audit.log import record
 from modelhub.lib.onnx_models import ONNX_RUNNER_MODEL_PY
 from modelhub.registry.artifacts import read_artifact_files
 from modelhub.registry.models import Model, ModelVersion
@@ -137,6 +139,7 @@ def _reconcile_model(
         else:
             client.unload(model.name)
             report.unloads.append(model.name)
+            record(SYSTEM, "triton.unload", server, model=model.name)
         served = client.served_versions(model.name)
 
     for deployment in deployments:
@@ -189,6 +192,7 @@ def _load(server, client, model, wanted: dict[int, Deployment], report: Reconcil
         try:
             client.load(model.name, config, files)
             report.loads.append(f"{model.name}: {sorted(attempt)}")
+            record(SYSTEM, "triton.load", server, model=model.name, versions=sorted(attempt))
             return
         except TritonUnavailable:
             raise
@@ -198,6 +202,7 @@ def _load(server, client, model, wanted: dict[int, Deployment], report: Reconcil
             retry_at = timezone.now() + timedelta(seconds=settings.DEPLOY_RETRY_AFTER_S)
             for number in culprits:
                 observe(attempt.pop(number), ObservedState.FAILED, str(exc), retry_at=retry_at)
+            record(SYSTEM, "triton.load_failed", server, model=model.name, versions=sorted(culprits), error=str(exc))
             report.failures.append(str(exc))
             if not named:
                 return

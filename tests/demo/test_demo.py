@@ -1,0 +1,26 @@
+"""The README's demo: two digits versions registered, deployed and answering on real Triton."""
+
+import pytest
+from django.core.management import call_command
+
+from modelhub.registry.models import Alias, Model
+from modelhub.serving.models import Deployment, ObservedState
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.triton]
+
+
+def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, capsys, settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    call_command("register_server", name="local", url=triton.http_url, backends="python")
+    call_command("load_demo", server="local", timeout=120)
+
+    out = capsys.readouterr().out
+    model = Model.objects.get(name="digits")
+    assert model.versions.count() == 2
+    assert set(Deployment.objects.values_list("observed", flat=True)) == {ObservedState.LOADED}
+    accuracies = [float(line.split("accuracy ")[1].split()[0]) for line in out.splitlines() if "answers on" in line]
+    assert len(accuracies) == 2 and all(a > 0.9 for a in accuracies), out
+    assert dict(Alias.objects.values_list("name", "version__number")) == {"production": 1, "staging": 2}
+
+    call_command("load_demo", server="local", timeout=120)  # idempotent
+    assert model.versions.count() == 2

@@ -1,0 +1,81 @@
+"""The real Celery worker with embedded beat, on Redis: the schedule alone
+brings a restarted Triton back to its desired models."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+import tritonclient.http as triton_http
+from django.conf import settings as django_settings
+
+from modelhub.registry.services import get_or_create_model, register_version
+from modelhub.serving.models import Deployment, InferenceServer, ObservedState
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.triton]
+
+BROKER = "redis://127.0.0.1:6379/15"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def worker(tmp_path, artifact_root):
+    redis.Redis.from_url(BROKER).flushdb()
+    db = django_settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "modelhub.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": BROKER,
+        "MODELHUB_VAR_DIR": str(tmp_path / "var"),
+        "MODELHUB_ARTIFACT_ROOT": artifact_root,
+        "MODELHUB_RECONCILE_INTERVAL_S": "1",
+    }
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "modelhub", "worker", "--beat", "--pool", "solo", "--loglevel", "INFO",
+         "--schedule", str(tmp_path / "beat-schedule")],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    print((tmp_path / "worker.log").read_text()[-4000:])
+
+
+def test_scheduled_reconcile_on_a_real_worker_loads_and_restores_after_restart(
+    triton_factory, worker, actor, doubler_zip, manifest
+):
+    own = triton_factory()
+    server = InferenceServer.objects.create(name="scheduled", base_url=own.http_url)
+    model = get_or_create_model("beat-driven", actor)
+    version = register_version(model, doubler_zip(4), manifest, actor).version
+    # Desired state written directly: nothing enqueues a task, only beat can act.
+    deployment = Deployment.objects.create(version=version, server=server)
+
+    def observed():
+        deployment.refresh_from_db()
+        return deployment.observed
+
+    wait_for(lambda: observed() == ObservedState.LOADED, 60, "the worker's scheduled reconcile to load the model")
+
+    client = triton_http.InferenceServerClient(own.http_url.removeprefix("http://"))
+    own.kill()
+    own.restart()
+    assert not client.is_model_ready("beat-driven")  # explicit mode forgot it
+    wait_for(lambda: client.is_model_ready("beat-driven", "1"), 60, "beat to restore the model after a restart")
+    client.close()
