@@ -1,4 +1,6 @@
 from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.http import JsonResponse
 from django.shortcuts import render
 
 from modelhub.registry.models import Model
@@ -17,3 +19,13 @@ def overview(request):
             "deployments": Deployment.objects.select_related("version__model", "server"),
         },
     )
+
+
+def healthz(request):
+    """Liveness for load balancers and container health checks: the database answers."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any database failure means "not healthy"
+        return JsonResponse({"status": "error", "database": str(exc)}, status=503)
+    return JsonResponse({"status": "ok"})
