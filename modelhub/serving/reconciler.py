@@ -135,7 +135,7 @@ def _reconcile_model(
 
     if set(wanted) != served:
         if wanted:
-            _load(server, client, model, wanted, report)
+            _load(server, client, model, wanted, served, report)
         else:
             client.unload(model.name)
             report.unloads.append(model.name)
@@ -183,11 +183,11 @@ def _drop_incompatible(server: InferenceServer, wanted: dict[int, Deployment]) -
 _FAILED_VERSION = re.compile(r"version (\d+) is at UNAVAILABLE state")
 
 
-def _load(server, client, model, wanted: dict[int, Deployment], report: ReconcileReport) -> None:
+def _load(server, client, model, wanted: dict[int, Deployment], served: set[int], report: ReconcileReport) -> None:
     """Load the wanted versions; if Triton names versions that failed, mark
-    those and try once more without them."""
+    those and try again without them (Triton keeps serving what it had)."""
     attempt = dict(wanted)
-    while attempt:
+    while attempt and set(attempt) != served:
         config, files = build_load_request(server, model.name, [d.version for d in attempt.values()])
         try:
             client.load(model.name, config, files)

@@ -1,8 +1,8 @@
 """The one place where a deployment's observed state changes.
 
-A change is a conditional UPDATE (so two reconcilers racing cannot both
-"win" the same transition) plus a DeploymentTransition row, in one
-transaction. Later issues (alerts on failed deploys) read those rows.
+A change takes the deployment's row lock, compares, updates and writes a
+DeploymentTransition row in one transaction, so two writers racing cannot
+both record the same transition. Later issues (alerts on failed deploys) read those rows.
 """
 
 from django.db import transaction
