@@ -145,7 +145,9 @@ STORAGES = {
 # Uploads larger than this spill to a temporary file, so the web process never
 # holds an artifact in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-FILE_UPLOAD_TEMP_DIR = _read("MODELHUB_UPLOAD_TEMP_DIR", env.str, None)
+# Beside the artifacts, on the same disk: storing an upload is then a rename, not a copy.
+FILE_UPLOAD_TEMP_DIR = Path(_read("MODELHUB_UPLOAD_TEMP_DIR", env.str, str(MEDIA_ROOT.parent / "uploads")))
+FILE_UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # --- Email ------------------------------------------------------------------
@@ -220,6 +222,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Deployments and their transitions share one set of states: one enum in the schema.
+    "ENUM_NAME_OVERRIDES": {"ObservedStateEnum": "modelhub.serving.models.ObservedState"},
 }
 
 LOGIN_URL = "/admin/login/"
@@ -229,5 +233,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": _read("MODELHUB_LOG_LEVEL", env.str, "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # The filesystem broker has no host; kombu warns about that on every connect.
+        "kombu.connection": {"level": "ERROR"},
+    },
 }

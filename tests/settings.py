@@ -5,7 +5,7 @@ import tempfile
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelhub")
 os.environ.setdefault("MODELHUB_VAR_DIR", tempfile.mkdtemp(prefix="modelhub-test-"))
-os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+os.environ.setdefault("CELERY_BROKER_URL", "memory://localhost/")
 
 from modelhub.settings import *  # noqa: F403
 

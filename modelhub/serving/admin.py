@@ -39,7 +39,7 @@ class DeploymentAdmin(AuditedAdmin):
     list_select_related = ["version__model", "server"]
     search_fields = ["version__model__name", "server__name"]
     # Observed state is the reconciler's to write (modelhub.serving.transitions).
-    readonly_fields = ["observed", "last_error", "observed_at", "retry_at", "created_at", "desired_at"]
+    readonly_fields = ["observed", "last_error", "observed_at", "checked_at", "retry_at", "created_at", "desired_at"]
     inlines = [DeploymentTransitionInline]
 
     def save_model(self, request, obj, form, change):

@@ -75,7 +75,7 @@ class ObservedState(models.TextChoices):
 class Deployment(models.Model):
     """One version on one server: what should be (desired) and what is (observed).
 
-    `observed`, `last_error` and `observed_at` change in one place only:
+    `observed`, `last_error`, `observed_at` and `checked_at` change in one place only:
     modelhub.serving.transitions.observe().
     """
 
@@ -87,7 +87,10 @@ class Deployment(models.Model):
     retry_at = models.DateTimeField(null=True, blank=True, help_text="After a failed load, when to try again")
     created_at = models.DateTimeField(auto_now_add=True)
     desired_at = models.DateTimeField(auto_now_add=True)
-    observed_at = models.DateTimeField(null=True, blank=True)
+    observed_at = models.DateTimeField(null=True, blank=True, help_text="When the observed state last changed")
+    checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reconciler last looked (compare with desired_at)"
+    )
 
     class Meta:
         ordering = ["server__name", "version__model__name", "-version__number"]

@@ -12,12 +12,46 @@ from django.utils import timezone
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
 from modelhub.registry.models import ModelVersion
+from modelhub.registry.services import NameTaken
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer
 
 
-def servers_with_label(label: str) -> list[InferenceServer]:
+def servers_with_label(label: str, *, enabled_only: bool = True) -> list[InferenceServer]:
     # JSON list containment works on Postgres; filter in Python to stay portable.
-    return [s for s in InferenceServer.objects.filter(enabled=True) if label in (s.labels or [])]
+    servers = InferenceServer.objects.filter(enabled=True) if enabled_only else InferenceServer.objects.all()
+    return [s for s in servers if label in (s.labels or [])]
+
+
+SERVER_FIELDS = {"name", "base_url", "metrics_url", "enabled", "labels", "backends"}
+
+
+def create_server(actor: Actor, **fields) -> InferenceServer:
+    server = InferenceServer(**fields)
+    server.full_clean(validate_unique=False)
+    if InferenceServer.objects.filter(name=server.name).exists():
+        raise NameTaken(f"a server named {server.name!r} already exists")
+    with transaction.atomic():
+        server.save()
+        record(actor, "inferenceserver.create", server)
+    return server
+
+
+def update_server(server: InferenceServer, actor: Actor, **changes) -> InferenceServer:
+    """Change what ModelHub knows of a server; the reconciler picks it up on its next pass."""
+    unknown = set(changes) - SERVER_FIELDS
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a server")
+    changed = sorted(k for k, v in changes.items() if getattr(server, k) != v)
+    for key, value in changes.items():
+        setattr(server, key, value)
+    server.full_clean(validate_unique=False)
+    if "name" in changed and InferenceServer.objects.filter(name=server.name).exclude(pk=server.pk).exists():
+        raise NameTaken(f"a server named {server.name!r} already exists")
+    with transaction.atomic():
+        server.save()
+        if changed:
+            record(actor, "inferenceserver.update", server, fields=changed)
+    return server
 
 
 def _set_desired(

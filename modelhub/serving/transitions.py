@@ -19,7 +19,7 @@ def observe(deployment: Deployment, state: str, error: str = "", retry_at=None) 
     with transaction.atomic():
         current = Deployment.objects.select_for_update().only("observed", "last_error").get(pk=deployment.pk)
         changed = current.observed != state or current.last_error != error
-        updates = {"retry_at": retry_at}
+        updates = {"retry_at": retry_at, "checked_at": now}
         if changed:
             updates.update(observed=state, last_error=error, observed_at=now)
         Deployment.objects.filter(pk=deployment.pk).update(**updates)
@@ -27,7 +27,7 @@ def observe(deployment: Deployment, state: str, error: str = "", retry_at=None) 
             DeploymentTransition.objects.create(
                 deployment_id=deployment.pk, from_state=current.observed, to_state=state, error=error
             )
-    deployment.retry_at = retry_at
+    deployment.retry_at, deployment.checked_at = retry_at, now
     if changed:
         deployment.observed, deployment.last_error, deployment.observed_at = state, error, now
     return changed

@@ -1,0 +1,327 @@
+#!/bin/sh
+# modelhub-ci.sh: register, deploy and promote a model version from CI with
+# nothing but curl (7.55 or later) and POSIX sh tools (sed, awk, date). No jq,
+# no Python.
+#
+#   modelhub-ci.sh [release]     upload ARTIFACT + MANIFEST as a new version of MODEL,
+#                                deploy it to SERVER (or every server labelled LABEL),
+#                                wait until Triton serves it, then point ALIAS at it
+#   modelhub-ci.sh upload        upload only
+#   modelhub-ci.sh deploy N      deploy version N to SERVER / LABEL and wait until loaded
+#   modelhub-ci.sh promote N     point ALIAS at version N; with SERVER or LABEL set,
+#                                deploy it there and wait until it is loaded first
+#   modelhub-ci.sh rollback N    the same as promote: rolling back is moving the alias
+#                                back to an earlier version
+#
+# The version number is the only thing printed on stdout (V=$(modelhub-ci.sh)),
+# progress and errors go to stderr. Any failure (an HTTP error, a failed load on
+# Triton, a timeout, an unreachable ModelHub) exits non-zero with the API's own
+# error message, so the pipeline fails.
+#
+# Environment:
+#   MODELHUB_URL      ModelHub's base URL, e.g. https://modelhub.example.com   (required)
+#   MODELHUB_TOKEN    API token with the scopes the mode needs: upload (release, upload),
+#                     deploy (release, deploy, promote, rollback)              (required)
+#   MODEL             model name (created by the first upload if the token may)  (required)
+#   ARTIFACT          .zip / .tar.gz of the Triton model folder, or a bare model.onnx
+#   MANIFEST          path of the manifest JSON file (schema, backend, provenance, ...)
+#   SERVER | LABEL    where to deploy: one server's name, or all servers with a label
+#   ALIAS             alias to move (default: staging)
+#   WAIT_SECONDS      how long to wait for Triton to load the version (default: 300)
+#   POLL_SECONDS      how often to look (default: 2)
+#   FAILED_GRACE_SECONDS  a deployment still "failed" from an earlier attempt this long
+#                     after the request counts as failed again (default: 60)
+#   MODELHUB_CURL_OPTS  extra curl options, e.g. "--cacert /etc/ssl/modelhub.pem"
+#
+# Every request is safe to retry (the same bytes are the same version, a deploy
+# or alias move repeated changes nothing), so curl retries transient failures.
+set -eu
+
+PROG=modelhub-ci
+
+say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() {
+  printf '%s: error: %s\n' "$PROG" "$*" >&2
+  exit 1
+}
+
+usage() {
+  sed -n '2,/^set -eu/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# --- JSON without jq -----------------------------------------------------------
+# json_flat < body: one "path=value" line per scalar, e.g.
+#   number=3
+#   deployments[0].observed=pending
+#   error.message=manifest.inputs[0].datatype: unknown datatype 'FP33'
+# Strings are unquoted with \" \\ \/ decoded; other escapes (\n, \uXXXX) are kept
+# as written, so every value stays on one line.
+json_flat() {
+  LC_ALL=C awk '
+    { buf = buf $0 "\n" }
+    function path(   p, d) {
+      p = ""
+      for (d = 1; d <= depth; d++) {
+        if (kind[d] == "o") p = p (p == "" ? "" : ".") key[d]
+        else p = p "[" idx[d] "]"
+      }
+      return p
+    }
+    END {
+      n = length(buf); i = 1; depth = 0
+      while (i <= n) {
+        c = substr(buf, i, 1)
+        if (c == "{") { depth++; kind[depth] = "o"; key[depth] = ""; want_key[depth] = 1; i++ }
+        else if (c == "[") { depth++; kind[depth] = "a"; idx[depth] = 0; i++ }
+        else if (c == "}" || c == "]") { depth--; i++ }
+        else if (c == ",") { if (kind[depth] == "a") idx[depth]++; else want_key[depth] = 1; i++ }
+        else if (c == ":") { want_key[depth] = 0; i++ }
+        else if (c == "\"") {
+          s = ""; i++
+          while (i <= n) {
+            c = substr(buf, i, 1)
+            if (c == "\\") {
+              e = substr(buf, i + 1, 1)
+              if (e == "\"" || e == "\\" || e == "/") s = s e; else s = s "\\" e
+              i += 2
+            } else if (c == "\"") { i++; break }
+            else { s = s c; i++ }
+          }
+          if (depth > 0 && kind[depth] == "o" && want_key[depth]) key[depth] = s
+          else print path() "=" s
+        }
+        else if (c == " " || c == "\t" || c == "\n" || c == "\r") i++
+        else {
+          j = i
+          while (j <= n && index(",}] \t\r\n", substr(buf, j, 1)) == 0) j++
+          print path() "=" substr(buf, i, j - i)
+          i = j
+        }
+      }
+    }'
+}
+
+# json_get KEY < body: the value at path KEY of json_flat (first one), or nothing.
+json_get() {
+  json_flat | awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }'
+}
+
+# JSON string literal of $1 (escapes \ and ").
+json_str() {
+  printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+}
+
+# --- HTTP ------------------------------------------------------------------------
+# api METHOD PATH [curl args...]: the answer's body is in $BODY; returns on 2xx,
+# exits with the API's error message otherwise.
+api() {
+  method=$1
+  path=$2
+  shift 2
+  # shellcheck disable=SC2086  # MODELHUB_CURL_OPTS is a list of options
+  if ! code=$(curl -sS -o "$BODY" -D "$HEADERS" -w '%{http_code}' -X "$method" \
+    -H @"$AUTH_HEADER" -H 'Accept: application/json' \
+    --connect-timeout 10 --retry 3 --retry-delay 2 ${MODELHUB_CURL_OPTS:-} \
+    "$@" "$BASE$path"); then
+    die "$method $BASE$path: no answer from ModelHub (curl failed; check MODELHUB_URL and the network)"
+  fi
+  case $code in
+    2??) return 0 ;;
+  esac
+  message=$(json_get error.message <"$BODY" || true)
+  if [ -z "$message" ]; then
+    message=$(json_get detail <"$BODY" || true)
+  fi
+  if [ -z "$message" ]; then # not ModelHub's JSON (a proxy's page?): show its start
+    message=$(tr '\n' ' ' <"$BODY" | cut -c 1-500)
+  fi
+  # ModelHub's message already names every field at fault (error.fields too).
+  die "$method $path failed: HTTP $code: $message"
+}
+
+need() {
+  eval "value=\${$1:-}"
+  [ -n "$value" ] || die "$1 is not set${2:+ ($2)}"
+}
+
+check_name() { # check_name VAR: a slug safe in a URL path
+  eval "value=\${$1}"
+  case $value in
+    "" | *[!a-z0-9_-]*) die "$1='$value' is not a valid name (lowercase letters, digits, '-' and '_')" ;;
+  esac
+}
+
+check_number() {
+  case $1 in
+    "" | *[!0-9]*) die "version '$1' is not a number" ;;
+  esac
+}
+
+# --- steps -----------------------------------------------------------------------
+upload() {
+  need ARTIFACT "the model folder as .zip / .tar.gz, or a model.onnx"
+  need MANIFEST "path of the manifest JSON file"
+  [ -f "$ARTIFACT" ] || die "ARTIFACT=$ARTIFACT is not a file"
+  [ -f "$MANIFEST" ] || die "MANIFEST=$MANIFEST is not a file"
+  case $ARTIFACT$MANIFEST in
+    *[\;,]*) die "curl -F cannot send file names containing ';' or ','; rename $ARTIFACT / $MANIFEST" ;;
+  esac
+  say "uploading $ARTIFACT as a new version of $MODEL"
+  api POST "/api/v1/models/$MODEL/versions/" -F "artifact=@$ARTIFACT" -F "manifest=<$MANIFEST"
+  VERSION=$(json_get number <"$BODY")
+  case $VERSION in
+    "" | *[!0-9]*) die "the upload answer (HTTP $code) has no version number: $(tr '\n' ' ' <"$BODY" | cut -c 1-500)" ;;
+  esac
+  sha=$(json_get sha256 <"$BODY")
+  case $code in
+    201) say "registered $MODEL version $VERSION (sha256 $sha)" ;;
+    *) say "these bytes are already $MODEL version $VERSION (sha256 $sha): nothing new registered" ;;
+  esac
+}
+
+deploy() { # deploy N: request the deployment and wait until Triton serves it
+  if [ -n "${SERVER:-}" ]; then
+    target="{\"server\": $(json_str "$SERVER")}"
+    where="server $SERVER"
+  elif [ -n "${LABEL:-}" ]; then
+    target="{\"label\": $(json_str "$LABEL")}"
+    where="servers labelled $LABEL"
+  else
+    die "set SERVER (a server's name) or LABEL (deploy to every server with that label)"
+  fi
+  say "deploying $MODEL version $1 to $where"
+  api POST "/api/v1/models/$MODEL/versions/$1/deploy/" -H 'Content-Type: application/json' --data "$target"
+  # When ModelHub answered, as YYYYMMDDhhmmss (UTC), from the Date header.
+  REQUEST_STAMP=$(awk 'tolower($1) == "date:" {
+      m = index("JanFebMarAprMayJunJulAugSepOctNovDec", $4); t = $6; gsub(/[^0-9]/, "", t)
+      printf "%04d%02d%02d%s\n", $5, (m + 2) / 3, $3, t
+    }' "$HEADERS" | tail -n 1)
+  ids=$(json_flat <"$BODY" | sed -n -e 's/^\[[0-9]*\]\.id=//p' -e 's/^deployments\[[0-9]*\]\.id=//p')
+  [ -n "$ids" ] || die "the deploy request matched no server ($where)"
+  wait_loaded "$1" "$ids"
+}
+
+# failure_is_new FLAT: whether a "failed" deployment failed again after our
+# deploy request, or is still "failed" from before it (redeploying a version
+# whose load failed starts from there). It is new when retry_at is set (the
+# request clears it; a failed load sets it), or when observed_at is not older
+# than our request: the later of desired_at (set by the request when it
+# changes something) and the Date of the deploy answer ($REQUEST_STAMP).
+failure_is_new() {
+  printf '%s\n' "$1" | awk -v request="$REQUEST_STAMP" '
+    function stamp(t) { gsub(/[^0-9]/, "", t); return substr(t "000000000000000000000", 1, 20) }
+    /^desired_at=/ { d = substr($0, 12) }
+    /^observed_at=/ { o = substr($0, 13) }
+    /^retry_at=/ { r = substr($0, 10) }
+    END {
+      if (r != "" && r != "null") exit 0
+      if (o == "" || o == "null") exit 0
+      ref = (d == "" || d == "null") ? "" : stamp(d)
+      if (request != "" && stamp(request) > ref) ref = stamp(request)
+      if (ref == "") exit 0
+      exit (stamp(o) >= ref) ? 0 : 1
+    }'
+}
+
+wait_loaded() { # wait_loaded N "ID ...": poll each deployment until observed=loaded
+  started=$(date +%s)
+  deadline=$((started + WAIT_SECONDS))
+  while :; do
+    pending=""
+    for id in $2; do
+      api GET "/api/v1/deployments/$id/"
+      flat=$(json_flat <"$BODY")
+      observed=$(printf '%s\n' "$flat" | sed -n 's/^observed=//p')
+      server=$(printf '%s\n' "$flat" | sed -n -e 's/^server=//p' -e 's/^server\.name=//p' -e 's/^server_name=//p')
+      case $observed in
+        loaded) ;;
+        failed)
+          error=$(printf '%s\n' "$flat" | sed -n 's/^last_error=//p')
+          if failure_is_new "$flat"; then
+            die "version $1 failed to load on ${server:-deployment $id}: ${error:-no error text}"
+          fi
+          if [ "$(date +%s)" -ge "$((started + FAILED_GRACE_SECONDS))" ]; then
+            die "version $1 on ${server:-deployment $id} still reads failed ${FAILED_GRACE_SECONDS}s after the request" \
+              "(the same failure again, or no reconciler ran: is ModelHub's Celery worker up?):" \
+              "${error:-no error text}"
+          fi
+          pending="$pending ${server:-#$id}=failed-before(${error:-no error text})"
+          ;;
+        *) pending="$pending ${server:-#$id}=${observed:-?}" ;;
+      esac
+    done
+    if [ -z "$pending" ]; then
+      say "version $1 is loaded on every target"
+      return 0
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      die "version $1 was not loaded within ${WAIT_SECONDS}s (still:$pending); raise WAIT_SECONDS or look at the deployment in ModelHub"
+    fi
+    sleep "$POLL_SECONDS"
+  done
+}
+
+promote() { # promote N: point ALIAS at version N
+  say "pointing $MODEL@$ALIAS at version $1"
+  api PUT "/api/v1/models/$MODEL/aliases/$ALIAS/" -H 'Content-Type: application/json' --data "{\"version\": $1}"
+}
+
+# --- main ------------------------------------------------------------------------
+MODE=${1:-release}
+case $MODE in -h | --help | help) usage ;; esac
+
+need MODELHUB_URL "e.g. https://modelhub.example.com"
+need MODELHUB_TOKEN "an API token; see docs/ci/README.md"
+need MODEL
+check_name MODEL
+ALIAS=${ALIAS:-staging}
+check_name ALIAS
+WAIT_SECONDS=${WAIT_SECONDS:-300}
+POLL_SECONDS=${POLL_SECONDS:-2}
+# A deployment still "failed" from an earlier attempt this long after our
+# request has failed again with the same error (which changes no timestamp).
+FAILED_GRACE_SECONDS=${FAILED_GRACE_SECONDS:-60}
+check_number "$WAIT_SECONDS"
+command -v curl >/dev/null 2>&1 || die "curl is not installed"
+
+BASE=${MODELHUB_URL%/}
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/modelhub-ci.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+trap 'exit 130' INT TERM
+BODY=$TMP/body
+HEADERS=$TMP/headers
+REQUEST_STAMP=
+# The token goes to curl in a file, not on its command line (visible in ps).
+AUTH_HEADER=$TMP/auth
+(
+  umask 077
+  printf 'Authorization: Bearer %s\n' "$MODELHUB_TOKEN" >"$AUTH_HEADER"
+)
+
+case $MODE in
+  release)
+    [ $# -le 1 ] || usage
+    upload
+    deploy "$VERSION"
+    promote "$VERSION"
+    say "done: $MODEL version $VERSION is loaded and is $MODEL@$ALIAS"
+    ;;
+  upload)
+    [ $# -le 1 ] || usage
+    upload
+    ;;
+  deploy | promote | rollback)
+    [ $# -eq 2 ] || usage
+    VERSION=$2
+    check_number "$VERSION"
+    if [ "$MODE" = deploy ] || [ -n "${SERVER:-}${LABEL:-}" ]; then
+      deploy "$VERSION"
+    fi
+    if [ "$MODE" != deploy ]; then
+      promote "$VERSION"
+    fi
+    ;;
+  *) usage ;;
+esac
+printf '%s\n' "$VERSION"
