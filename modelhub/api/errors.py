@@ -25,6 +25,7 @@ from rest_framework.views import set_rollback
 from modelhub.lib.archives import ArchiveError
 from modelhub.registry.manifest import ManifestError
 from modelhub.registry.schema import SchemaError
+from modelhub.registry.services import ModelInUse, NameTaken
 from modelhub.registry.triton_config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
     domain = _domain_error(exc)
     if domain is not None:
         return domain
+    if isinstance(exc, NameTaken | ModelInUse):
+        return Conflict(str(exc))
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         return exceptions.NotFound(str(exc) if isinstance(exc, ObjectDoesNotExist) and str(exc) else None)
     if isinstance(exc, PermissionDenied):

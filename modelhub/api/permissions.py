@@ -59,6 +59,7 @@ def allowed_model_ids(request) -> frozenset[int] | None:
 
 
 def refusal(request, scope: str) -> str:
+    scope = str(getattr(scope, "value", scope))
     if request_token(request) is not None:
         return f"this API token lacks the {scope!r} scope"
     return f"your role does not allow {scope!r} (roles: viewer=read, operator=read+deploy, admin=all)"

@@ -77,7 +77,5 @@ def authenticate_token(text: str) -> ApiToken:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     # One query now instead of one per restricted lookup later.
-    token.allowed_model_ids = (
-        frozenset(token.allowed_models.values_list("pk", flat=True)) if token.restricted else None
-    )
+    token.allowed_model_ids = frozenset(token.allowed_models.values_list("pk", flat=True)) if token.restricted else None
     return token

@@ -185,6 +185,9 @@ def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Ac
     if version is not None and version.model_id != model.pk:
         raise ValueError(f"version {version} does not belong to model {model.name}")
     with transaction.atomic():
+        # Lock the model row first, as uploads and delete_model do: taking the alias
+        # row first would deadlock against a concurrent delete of the model.
+        Model.objects.select_for_update(no_key=True).get(pk=model.pk)
         current = Alias.objects.select_for_update().filter(model=model, name=alias).first()
         previous = current.version if current else None
         if previous == version:

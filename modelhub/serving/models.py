@@ -11,7 +11,6 @@ server_name_validator = RegexValidator(
 )
 
 
-
 def validate_http_url(value: str) -> None:
     # Not URLValidator: it refuses cluster-internal hosts such as http://triton-a:8000.
     try:
