@@ -29,8 +29,6 @@
 #   ALIAS             alias to move (default: staging)
 #   WAIT_SECONDS      how long to wait for Triton to load the version (default: 300)
 #   POLL_SECONDS      how often to look (default: 2)
-#   FAILED_GRACE_SECONDS  a deployment still "failed" from an earlier attempt this long
-#                     after the request counts as failed again (default: 60)
 #   MODELHUB_CURL_OPTS  extra curl options, e.g. "--cacert /etc/ssl/modelhub.pem"
 #
 # Every request is safe to retry (the same bytes are the same version, a deploy
@@ -192,36 +190,21 @@ deploy() { # deploy N: request the deployment and wait until Triton serves it
   fi
   say "deploying $MODEL version $1 to $where"
   api POST "/api/v1/models/$MODEL/versions/$1/deploy/" -H 'Content-Type: application/json' --data "$target"
-  # When ModelHub answered, as YYYYMMDDhhmmss (UTC), from the Date header.
-  REQUEST_STAMP=$(awk 'tolower($1) == "date:" {
-      m = index("JanFebMarAprMayJunJulAugSepOctNovDec", $4); t = $6; gsub(/[^0-9]/, "", t)
-      printf "%04d%02d%02d%s\n", $5, (m + 2) / 3, $3, t
-    }' "$HEADERS" | tail -n 1)
   ids=$(json_flat <"$BODY" | sed -n -e 's/^\[[0-9]*\]\.id=//p' -e 's/^deployments\[[0-9]*\]\.id=//p')
   [ -n "$ids" ] || die "the deploy request matched no server ($where)"
   wait_loaded "$1" "$ids"
 }
 
-# failure_is_new FLAT: whether a "failed" deployment failed again after our
-# deploy request, or is still "failed" from before it (redeploying a version
-# whose load failed starts from there). It is new when retry_at is set (the
-# request clears it; a failed load sets it), or when observed_at is not older
-# than our request: the later of desired_at (set by the request when it
-# changes something) and the Date of the deploy answer ($REQUEST_STAMP).
+# failure_is_new FLAT: whether a "failed" deployment answers our request, or
+# is still "failed" from before it (redeploying a version whose load failed
+# starts from there). It answers us once the reconciler has looked since the
+# request: checked_at >= desired_at, both stamped by ModelHub's own clock.
 failure_is_new() {
-  printf '%s\n' "$1" | awk -v request="$REQUEST_STAMP" '
+  printf '%s\n' "$1" | awk '
     function stamp(t) { gsub(/[^0-9]/, "", t); return substr(t "000000000000000000000", 1, 20) }
     /^desired_at=/ { d = substr($0, 12) }
-    /^observed_at=/ { o = substr($0, 13) }
-    /^retry_at=/ { r = substr($0, 10) }
-    END {
-      if (r != "" && r != "null") exit 0
-      if (o == "" || o == "null") exit 0
-      ref = (d == "" || d == "null") ? "" : stamp(d)
-      if (request != "" && stamp(request) > ref) ref = stamp(request)
-      if (ref == "") exit 0
-      exit (stamp(o) >= ref) ? 0 : 1
-    }'
+    /^checked_at=/ { c = substr($0, 12) }
+    END { if (c == "" || c == "null") exit 1; exit (stamp(c) >= stamp(d)) ? 0 : 1 }'
 }
 
 wait_loaded() { # wait_loaded N "ID ...": poll each deployment until observed=loaded
@@ -240,11 +223,6 @@ wait_loaded() { # wait_loaded N "ID ...": poll each deployment until observed=lo
           error=$(printf '%s\n' "$flat" | sed -n 's/^last_error=//p')
           if failure_is_new "$flat"; then
             die "version $1 failed to load on ${server:-deployment $id}: ${error:-no error text}"
-          fi
-          if [ "$(date +%s)" -ge "$((started + FAILED_GRACE_SECONDS))" ]; then
-            die "version $1 on ${server:-deployment $id} still reads failed ${FAILED_GRACE_SECONDS}s after the request" \
-              "(the same failure again, or no reconciler ran: is ModelHub's Celery worker up?):" \
-              "${error:-no error text}"
           fi
           pending="$pending ${server:-#$id}=failed-before(${error:-no error text})"
           ;;
@@ -279,9 +257,6 @@ ALIAS=${ALIAS:-staging}
 check_name ALIAS
 WAIT_SECONDS=${WAIT_SECONDS:-300}
 POLL_SECONDS=${POLL_SECONDS:-2}
-# A deployment still "failed" from an earlier attempt this long after our
-# request has failed again with the same error (which changes no timestamp).
-FAILED_GRACE_SECONDS=${FAILED_GRACE_SECONDS:-60}
 check_number "$WAIT_SECONDS"
 command -v curl >/dev/null 2>&1 || die "curl is not installed"
 
@@ -291,7 +266,6 @@ trap 'rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM
 BODY=$TMP/body
 HEADERS=$TMP/headers
-REQUEST_STAMP=
 # The token goes to curl in a file, not on its command line (visible in ps).
 AUTH_HEADER=$TMP/auth
 (

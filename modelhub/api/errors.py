@@ -25,7 +25,7 @@ from rest_framework.views import set_rollback
 from modelhub.lib.archives import ArchiveError
 from modelhub.registry.manifest import ManifestError
 from modelhub.registry.schema import SchemaError
-from modelhub.registry.services import ModelInUse, NameTaken
+from modelhub.registry.services import ModelInUse, NameTaken, VersionConflict
 from modelhub.registry.triton_config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
     domain = _domain_error(exc)
     if domain is not None:
         return domain
-    if isinstance(exc, NameTaken | ModelInUse):
+    if isinstance(exc, NameTaken | ModelInUse | VersionConflict):
         return Conflict(str(exc))
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         return exceptions.NotFound(str(exc) if isinstance(exc, ObjectDoesNotExist) and str(exc) else None)

@@ -259,6 +259,7 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "retry_at",
             "desired_at",
             "observed_at",
+            "checked_at",
             "created_at",
         ]
         read_only_fields = fields

@@ -398,6 +398,7 @@ class VersionViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
             create=not restricted,
             sha256=getattr(artifact, "sha256", None),
             size=artifact.size,
+            consume=True,  # the temporary file is moved into storage, not copied
         )
         version = _version_queryset().get(pk=registration.version.pk)
         body = self.render(VersionSerializer, version)

@@ -102,6 +102,51 @@ def get_or_create_model(name: str, actor: Actor, *, description: str = "", task_
         return Model.objects.get(name=name)
 
 
+class VersionConflict(Exception):
+    """The same bytes are registered already, with a different serving schema."""
+
+
+class _MovableFile(File):
+    # FileSystemStorage moves (renames) a file that has a temporary path
+    # instead of copying it: a 1 GiB upload is stored without a second pass.
+    def temporary_file_path(self) -> str:
+        return str(self.name)
+
+
+def _serving_fields(backend, platform, max_batch_size, inputs, outputs, config) -> dict:
+    return {
+        "backend": backend,
+        "platform": platform,
+        "max_batch_size": max_batch_size,
+        "inputs": [dict(t) for t in inputs],
+        "outputs": [dict(t) for t in outputs],
+        "config": config,
+    }
+
+
+def _existing_version(existing: ModelVersion, manifest: Manifest) -> Registration:
+    """A retried upload gets its version back; the same bytes described
+    differently are refused, not silently given the old schema."""
+    registered = _serving_fields(
+        existing.backend,
+        existing.platform,
+        existing.max_batch_size,
+        [t.as_dict() for t in existing.inputs],
+        [t.as_dict() for t in existing.outputs],
+        existing.triton_config,
+    )
+    given = _serving_fields(
+        manifest.backend, manifest.platform, manifest.max_batch_size, manifest.inputs, manifest.outputs, manifest.config
+    )
+    differing = [key for key in registered if registered[key] != given[key]]
+    if differing:
+        raise VersionConflict(
+            f"these bytes are already registered as {existing} with a different {', '.join(differing)}; "
+            "a changed schema needs a changed artifact (a new version)"
+        )
+    return Registration(existing, created=False)
+
+
 def register_version(
     model: Model,
     artifact_path: str | Path,
@@ -110,33 +155,37 @@ def register_version(
     *,
     sha256: str | None = None,
     size: int | None = None,
+    consume: bool = False,
 ) -> Registration:
-    """Register the artifact at `artifact_path` (a temporary file) as a new version.
+    """Register the artifact at `artifact_path` as a new version.
 
-    Idempotent: the same bytes for the same model return the existing version.
+    Idempotent: the same bytes and manifest for the same model return the
+    existing version; the same bytes with another schema raise VersionConflict.
     Raises ManifestError (with per-field errors) and leaves nothing behind.
+    With `consume`, the file (an upload's temporary file) is moved into storage.
     """
     if sha256 is None or size is None:
         sha256, size = sha256_of(artifact_path)
-    existing = ModelVersion.objects.filter(model=model, sha256=sha256).first()
-    if existing is not None:
-        return Registration(existing, created=False)
-
     inspected = inspect_artifact(artifact_path, raw_manifest)
     manifest = parse_manifest(raw_manifest, inspected.derived)
-    return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size)
+    existing = ModelVersion.objects.filter(model=model, sha256=sha256).prefetch_related("tensors").first()
+    if existing is not None:
+        return _existing_version(existing, manifest)
+    return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size, consume=consume)
 
 
-def _store_version(model, artifact_path, manifest: Manifest, inspected, actor, sha256, size) -> Registration:
+def _store_version(
+    model, artifact_path, manifest: Manifest, inspected, actor, sha256, size, *, consume: bool = False
+) -> Registration:
     stored_name = None
     try:
         with transaction.atomic():
             # The model row lock serialises concurrent uploads of one model: the
             # version number is max+1 and a retried upload finds its twin here.
             Model.objects.select_for_update().get(pk=model.pk)
-            existing = ModelVersion.objects.filter(model=model, sha256=sha256).first()
+            existing = ModelVersion.objects.filter(model=model, sha256=sha256).prefetch_related("tensors").first()
             if existing is not None:
-                return Registration(existing, created=False)
+                return _existing_version(existing, manifest)
             last = model.versions.order_by("-number").values_list("number", flat=True).first() or 0
             version = ModelVersion(
                 model=model,
@@ -156,7 +205,8 @@ def _store_version(model, artifact_path, manifest: Manifest, inspected, actor, s
                 created_by=actor.django_user,
             )
             with open(artifact_path, "rb") as fh:
-                version.artifact.save("artifact", File(fh), save=False)
+                content = _MovableFile(fh, name=str(artifact_path)) if consume else File(fh)
+                version.artifact.save("artifact", content, save=False)
             stored_name = version.artifact.name
             version.save()
             TensorSpec.objects.bulk_create(
@@ -294,6 +344,7 @@ def register_upload(
     create: bool,
     sha256: str | None = None,
     size: int | None = None,
+    consume: bool = False,
 ) -> Registration:
     """Register an uploaded artifact as a version of the model called `name`.
 
@@ -304,7 +355,7 @@ def register_upload(
     """
     model = Model.objects.filter(name=name).first()
     if model is not None:
-        return register_version(model, artifact_path, raw_manifest, actor, sha256=sha256, size=size)
+        return register_version(model, artifact_path, raw_manifest, actor, sha256=sha256, size=size, consume=consume)
     if not create:
         raise Model.DoesNotExist(f"model {name!r} not found")
     Model(name=name).clean_fields(exclude=["description", "task_kind"])
@@ -314,4 +365,4 @@ def register_upload(
     manifest = parse_manifest(raw_manifest, inspected.derived)
     with transaction.atomic():
         model = get_or_create_model(name, actor, description=manifest.description, task_kind=manifest.task_kind)
-        return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size)
+        return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size, consume=consume)

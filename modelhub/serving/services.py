@@ -63,15 +63,16 @@ def _set_desired(
     result = []
     with transaction.atomic():
         for server in servers:
-            deployment, created = Deployment.objects.select_for_update().get_or_create(
+            deployment, _ = Deployment.objects.select_for_update().get_or_create(
                 version=version, server=server, defaults={"desired": desired}
             )
-            # A new request clears any back-off left by an earlier failed load.
-            if created or deployment.desired != desired or deployment.retry_at is not None:
-                deployment.desired = desired
-                deployment.desired_at = timezone.now()
-                deployment.retry_at = None
-                deployment.save(update_fields=["desired", "desired_at", "retry_at"])
+            # Every request is stamped (a caller knows the reconciler has looked
+            # since when checked_at > desired_at) and clears any back-off left
+            # by an earlier failed load, so "deploy again" means "try now".
+            deployment.desired = desired
+            deployment.desired_at = timezone.now()
+            deployment.retry_at = None
+            deployment.save(update_fields=["desired", "desired_at", "retry_at"])
             record(actor, f"deployment.{'deploy' if desired == DesiredState.LOADED else 'undeploy'}", deployment)
             result.append(deployment)
         for server in servers:

@@ -73,6 +73,52 @@ def test_upload_answers_201_then_the_same_bytes_answer_200_with_the_same_version
     assert snapshot()["temporary"] == []  # the temporary upload files are gone
 
 
+def test_the_same_bytes_with_another_schema_are_409_and_change_nothing(
+    admin_api, doubler_artifact, doubler_manifest, snapshot
+):
+    artifact = doubler_artifact()
+    assert upload(admin_api, "digits", artifact, doubler_manifest).status_code == 201
+    before = snapshot()
+    changed = json.loads(json.dumps(doubler_manifest))
+    changed["inputs"][0]["datatype"] = "FP64"
+
+    response = upload(admin_api, "digits", artifact, changed)
+
+    assert response.status_code == 409, response.json()
+    message = response.json()["error"]["message"]
+    assert "already registered as digits v1 with a different inputs" in message
+    assert snapshot() == before
+
+
+def test_the_same_bytes_with_an_invalid_manifest_are_400_not_the_old_version(
+    admin_api, doubler_artifact, doubler_manifest
+):
+    artifact = doubler_artifact()
+    assert upload(admin_api, "digits", artifact, doubler_manifest).status_code == 201
+    broken = json.loads(json.dumps(doubler_manifest))
+    broken["inputs"][0]["datatype"] = "FP33"
+    response = upload(admin_api, "digits", artifact, broken)
+    assert response.status_code == 400
+    assert "manifest.inputs[0].datatype" in response.json()["error"]["fields"]
+
+
+def test_the_upload_is_moved_into_storage_not_copied(admin_api, doubler_artifact, doubler_manifest, monkeypatch):
+    from django.core.files import move
+
+    moved = []
+    real_move = move.file_move_safe
+
+    def spy(old, new, *args, **kwargs):
+        moved.append((old, new))
+        return real_move(old, new, *args, **kwargs)
+
+    monkeypatch.setattr("django.core.files.storage.filesystem.file_move_safe", spy)
+    assert upload(admin_api, "digits", doubler_artifact(), doubler_manifest).status_code == 201
+    [(old, new)] = moved
+    assert "upload-tmp" in str(old) and str(new).endswith(".zip")
+    assert ModelVersion.objects.get().artifact.path == new
+
+
 def test_new_bytes_make_the_next_version(admin_api, doubler_artifact, doubler_manifest):
     upload(admin_api, "digits", doubler_artifact(2), doubler_manifest)
     response = upload(admin_api, "digits", doubler_artifact(3), doubler_manifest)
