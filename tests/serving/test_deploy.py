@@ -181,3 +181,55 @@ def test_triton_killed_and_restarted_gets_its_models_back_on_the_next_reconcile(
     assert infer(own, "phoenix", 1, [1.0]) == [2.0]
     assert infer(own, "phoenix", 2, [1.0]) == [7.0]
     assert Model.objects.filter(name="phoenix").exists()
+
+
+def tiny_onnx(path, factor: float = 2.0):
+    """y = x * factor, as a real ONNX graph with a variable batch dimension."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["y"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[helper.make_tensor("k", TensorProto.FLOAT, [1], [factor])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_bare_onnx_version_runs_in_the_python_runner_on_a_server_without_onnxruntime(triton, actor, tmp_path):
+    server = InferenceServer.objects.create(name="python-only", base_url=triton.http_url, backends=["python"])
+    version = register(actor, tiny_onnx(tmp_path / "model.onnx"), {"max_batch_size": 8}, "bare-onnx")
+    assert version.platform == "onnxruntime_onnx"  # registered for servers with the real backend
+
+    [deployment] = request_deploy(version, [server], actor)
+
+    deployment.refresh_from_db()
+    assert deployment.observed == ObservedState.LOADED, deployment.last_error
+    client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    data = np.array([[1, 2, 3]], dtype=np.float32)
+    tensor = triton_http.InferInput("x", [1, 3], "FP32")
+    tensor.set_data_from_numpy(data)
+    assert client.infer("bare-onnx", [tensor]).as_numpy("y").tolist() == [[2, 4, 6]]
+    client.close()
+
+
+def test_versions_with_different_schemas_cannot_share_one_triton_model(triton, actor, doubler_zip, manifest):
+    server = register_server(triton)
+    old = register(actor, doubler_zip(2, "old.zip"), manifest, "reshaped")
+    manifest["inputs"][0]["dims"] = [4]
+    manifest["outputs"][0]["dims"] = [4]
+    new = register(actor, doubler_zip(3, "new.zip"), manifest, "reshaped")
+
+    request_deploy(old, [server], actor)
+    request_deploy(new, [server], actor)
+
+    old_deployment, new_deployment = old.deployments.get(), new.deployments.get()
+    assert new_deployment.observed == ObservedState.LOADED, new_deployment.last_error
+    assert old_deployment.observed == ObservedState.FAILED
+    assert "cannot be served beside version 2" in old_deployment.last_error
+    assert infer(triton, "reshaped", 2, [1, 1, 1, 1]) == [3, 3, 3, 3]
