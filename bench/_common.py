@@ -112,6 +112,24 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(parts.path.lstrip("/"))))
 
 
+@contextlib.contextmanager
+def scratch_database(name: str, keep: bool = False) -> Iterator[str]:
+    """A fresh database for one run, dropped afterwards (unless ``keep``); yields its URL."""
+    url = database_url(name)
+    recreate_database(url)
+    try:
+        yield url
+    finally:
+        if "django" in sys.modules:  # this process's Django connections hold the database open
+            from django.db import connections
+
+            connections.close_all()
+        if keep:
+            log(f"kept database {name}")
+        else:
+            drop_database(url)
+
+
 # -- environment and Django ---------------------------------------------------
 def bench_env(database: str, var_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for ModelHub processes of a benchmark (web server, manage.py)."""

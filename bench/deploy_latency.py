@@ -46,12 +46,10 @@ from _common import (
     DOUBLER_MANIFEST,
     DOUBLER_MODEL_PY,
     bench_env,
-    database_url,
-    drop_database,
     log,
     migrate,
-    recreate_database,
     report,
+    scratch_database,
     setup_django,
     workdir,
 )
@@ -145,20 +143,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder and the database")
     args = parser.parse_args()
 
-    db = database_url("modelhub_bench_deploy")
-    with workdir("deploy", keep=args.keep) as tmp:
-        recreate_database(db)
-        try:
-            env = bench_env(db, tmp / "var", CELERY_TASK_ALWAYS_EAGER="1")
-            setup_django(env)
-            migrate()
-            return run(tmp, args)
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-            if not args.keep:
-                drop_database(db)
+    with workdir("deploy", keep=args.keep) as tmp, scratch_database("modelhub_bench_deploy", keep=args.keep) as db:
+        env = bench_env(db, tmp / "var", CELERY_TASK_ALWAYS_EAGER="1")
+        setup_django(env)
+        migrate()
+        return run(tmp, args)
 
 
 def run(tmp: Path, args: argparse.Namespace) -> int:

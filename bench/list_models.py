@@ -42,13 +42,11 @@ from _common import (
     bench_env,
     create_token,
     create_user,
-    database_url,
-    drop_database,
     log,
     migrate,
     percentile,
-    recreate_database,
     report,
+    scratch_database,
     setup_django,
     workdir,
 )
@@ -147,17 +145,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and the database")
     args = parser.parse_args()
 
-    db = database_url("modelhub_bench_list")
-    with workdir("list", keep=args.keep) as tmp:
-        recreate_database(db)
-        try:
-            return run(tmp, db, args)
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-            if not args.keep:
-                drop_database(db)
+    with workdir("list", keep=args.keep) as tmp, scratch_database("modelhub_bench_list", keep=args.keep) as db:
+        return run(tmp, db, args)
 
 
 def run(tmp: Path, db: str, args: argparse.Namespace) -> int:

@@ -51,12 +51,10 @@ from _common import (
     bench_env,
     create_token,
     create_user,
-    database_url,
-    drop_database,
     log,
     migrate,
-    recreate_database,
     report,
+    scratch_database,
     setup_django,
     workdir,
 )
@@ -154,21 +152,13 @@ def main() -> int:
         print("upload: needs curl and sha256sum on PATH", file=sys.stderr)
         return 1
 
-    db = database_url("modelhub_bench_upload")
     with workdir("upload", keep=args.keep) as tmp:
         free = shutil.disk_usage(tmp).free
         if free < 4 * args.size_mib * MIB:
             print(f"upload: {tmp} has {free / MIB:.0f} MiB free; set BENCH_TMPDIR to a roomier disk", file=sys.stderr)
             return 1
-        recreate_database(db)
-        try:
+        with scratch_database("modelhub_bench_upload", keep=args.keep) as db:
             return run(tmp, db, args)
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-            if not args.keep:
-                drop_database(db)
 
 
 def run(tmp: Path, db: str, args: argparse.Namespace) -> int:
