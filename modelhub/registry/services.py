@@ -23,6 +23,18 @@ from modelhub.registry.triton_config import ConfigError, parse_config_pbtxt, sch
 log = logging.getLogger(__name__)
 
 
+class NameTaken(ValueError):
+    """Creating something whose name is already in use."""
+
+
+class ModelInUse(Exception):
+    """The model has a version that is, or should be, loaded somewhere."""
+
+
+class VersionConflict(Exception):
+    """The same bytes are registered already, with a different serving schema."""
+
+
 @dataclass
 class Registration:
     version: ModelVersion
@@ -91,19 +103,10 @@ def get_or_create_model(name: str, actor: Actor, *, description: str = "", task_
     model = Model.objects.filter(name=name).first()
     if model is not None:
         return model
-    candidate = Model(name=name, description=description, task_kind=task_kind or TaskKind.OTHER)
-    candidate.full_clean()
     try:
-        with transaction.atomic():
-            candidate.save()
-            record(actor, "model.create", candidate)
-            return candidate
-    except IntegrityError:  # created meanwhile by a concurrent upload
+        return create_model(actor, name=name, description=description, task_kind=task_kind)
+    except NameTaken:  # created meanwhile by a concurrent upload
         return Model.objects.get(name=name)
-
-
-class VersionConflict(Exception):
-    """The same bytes are registered already, with a different serving schema."""
 
 
 class _MovableFile(File):
@@ -267,22 +270,16 @@ def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Ac
         return result
 
 
-class NameTaken(ValueError):
-    """Creating something whose name is already in use."""
-
-
-class ModelInUse(Exception):
-    """The model has a version that is, or should be, loaded somewhere."""
-
-
 def create_model(actor: Actor, *, name: str, description: str = "", task_kind: str = TaskKind.OTHER) -> Model:
+    """The one place a model is created; a taken name (even by a racing request) is NameTaken."""
     model = Model(name=name, description=description, task_kind=task_kind or TaskKind.OTHER)
     model.full_clean(validate_unique=False)
-    if Model.objects.filter(name=name).exists():
-        raise NameTaken(f"a model named {name!r} already exists")
-    with transaction.atomic():
-        model.save()
-        record(actor, "model.create", model)
+    try:
+        with transaction.atomic():
+            model.save()
+            record(actor, "model.create", model)
+    except IntegrityError:
+        raise NameTaken(f"a model named {name!r} already exists") from None
     return model
 
 

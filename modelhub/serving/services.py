@@ -6,7 +6,7 @@ reconciler (a Celery task, enqueued on commit) does the slow part.
 
 from collections.abc import Iterable
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from modelhub.audit.actors import Actor
@@ -28,11 +28,12 @@ SERVER_FIELDS = {"name", "base_url", "metrics_url", "enabled", "labels", "backen
 def create_server(actor: Actor, **fields) -> InferenceServer:
     server = InferenceServer(**fields)
     server.full_clean(validate_unique=False)
-    if InferenceServer.objects.filter(name=server.name).exists():
-        raise NameTaken(f"a server named {server.name!r} already exists")
-    with transaction.atomic():
-        server.save()
-        record(actor, "inferenceserver.create", server)
+    try:
+        with transaction.atomic():
+            server.save()
+            record(actor, "inferenceserver.create", server)
+    except IntegrityError:  # the name is taken, perhaps by a racing request
+        raise NameTaken(f"a server named {server.name!r} already exists") from None
     return server
 
 
@@ -45,12 +46,13 @@ def update_server(server: InferenceServer, actor: Actor, **changes) -> Inference
     for key, value in changes.items():
         setattr(server, key, value)
     server.full_clean(validate_unique=False)
-    if "name" in changed and InferenceServer.objects.filter(name=server.name).exclude(pk=server.pk).exists():
-        raise NameTaken(f"a server named {server.name!r} already exists")
-    with transaction.atomic():
-        server.save()
-        if changed:
-            record(actor, "inferenceserver.update", server, fields=changed)
+    try:
+        with transaction.atomic():
+            server.save()
+            if changed:
+                record(actor, "inferenceserver.update", server, fields=changed)
+    except IntegrityError:
+        raise NameTaken(f"a server named {server.name!r} already exists") from None
     return server
 
 

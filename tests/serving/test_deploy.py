@@ -6,7 +6,7 @@ import tritonclient.http as triton_http
 
 from modelhub.registry.models import Model
 from modelhub.registry.services import get_or_create_model, register_version
-from modelhub.serving.models import DeploymentTransition, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, DeploymentTransition, InferenceServer, ObservedState
 from modelhub.serving.reconciler import reconcile_server
 from modelhub.serving.services import request_deploy, request_undeploy
 from tests.conftest import BROKEN_MODEL_PY, EXTRA_OUTPUT_MODEL_PY, make_zip
@@ -74,17 +74,14 @@ def test_two_versions_of_one_model_are_served_at_once_and_unload_leaves_the_othe
     client.close()
 
 
-def test_reconciling_twice_or_concurrently_loads_once(triton, actor, doubler_zip, manifest, settings):
+def test_reconciling_twice_or_concurrently_loads_once(triton, actor, doubler_zip, manifest):
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connection
 
-    settings.CELERY_TASK_ALWAYS_EAGER = False  # nothing runs on commit: we drive the reconciler
-    settings.CELERY_BROKER_URL = "memory://"
     server = register_server(triton)
     version = register(actor, doubler_zip(5), manifest, "idempotent")
-    from modelhub.serving.models import Deployment
-
+    # Desired state written directly (no request, so nothing is enqueued): we drive the reconciler.
     deployment = Deployment.objects.create(version=version, server=server)
 
     def run():

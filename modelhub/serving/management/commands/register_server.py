@@ -1,11 +1,14 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from modelhub.audit.actors import Actor
-from modelhub.audit.log import record
 from modelhub.audit.models import Source
 from modelhub.serving.models import InferenceServer
+from modelhub.serving.services import create_server, update_server
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 class Command(BaseCommand):
@@ -19,23 +22,22 @@ class Command(BaseCommand):
         parser.add_argument("--backends", default="", help="comma-separated backends it has, e.g. python")
 
     def handle(self, *args, **opts):
-        split = lambda value: [v.strip() for v in value.split(",") if v.strip()]  # noqa: E731
+        actor = Actor(source=Source.CLI)
         fields = {
             "base_url": opts["url"],
             "metrics_url": opts["metrics_url"],
-            "labels": split(opts["labels"]),
-            "backends": split(opts["backends"]),
+            "labels": _split(opts["labels"]),
+            "backends": _split(opts["backends"]),
             "enabled": True,
         }
-        with transaction.atomic():
-            server = InferenceServer.objects.filter(name=opts["name"]).first() or InferenceServer(name=opts["name"])
-            created = server.pk is None
-            for key, value in fields.items():
-                setattr(server, key, value)
-            try:
-                server.full_clean()
-            except ValidationError as exc:
-                raise CommandError(f"server {opts['name']!r}: {exc.message_dict}") from exc
-            server.save()
-            record(Actor(source=Source.CLI), "inferenceserver.create" if created else "inferenceserver.update", server)
-        self.stdout.write(f"{'registered' if created else 'updated'} server {server.name} at {server.base_url}")
+        server = InferenceServer.objects.filter(name=opts["name"]).first()
+        try:
+            if server is None:
+                server = create_server(actor, name=opts["name"], **fields)
+                verb = "registered"
+            else:
+                server = update_server(server, actor, **fields)
+                verb = "updated"
+        except ValidationError as exc:
+            raise CommandError(f"server {opts['name']!r}: {exc.message_dict}") from exc
+        self.stdout.write(f"{verb} server {server.name} at {server.base_url}")
