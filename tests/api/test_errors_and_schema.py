@@ -98,7 +98,8 @@ def test_docs_pages_load_their_assets_locally(path):
     assert "/static/drf_spectacular_sidecar/" in html
     # Nothing fetched from elsewhere: no CDN, no web fonts.
     assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", html)
-    assert "googleapis" not in html and "cdn" not in html.lower()
+    # Host names only: the page embeds a random CSRF token, which may spell "cdn".
+    assert "googleapis" not in html and not re.search(r"cdn[a-z0-9-]*\.", html.lower())
     for asset in ("swagger-ui-dist/swagger-ui-bundle.js", "redoc/bundles/redoc.standalone.js"):
         assert finders.find(f"drf_spectacular_sidecar/{asset}"), asset
 
