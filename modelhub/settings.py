@@ -119,6 +119,19 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+# SQLite (the default run) serves concurrent writers when: readers never block the writer
+# (WAL), a writer waits for the lock instead of failing at once (timeout, in seconds), and a
+# transaction takes the write lock when it begins (IMMEDIATE). A deferred transaction that
+# reads and then writes cannot wait: SQLite fails it at once with "database is locked".
+SQLITE_BUSY_TIMEOUT_S = _read("MODELHUB_SQLITE_BUSY_TIMEOUT_S", env.float, 20.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": SQLITE_BUSY_TIMEOUT_S,
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -187,13 +200,48 @@ CELERY_BEAT_SCHEDULE = {
 # Every Triton call has a timeout: a load can hang forever (shared/TRITON.md).
 TRITON_TIMEOUT_S = _read("MODELHUB_TRITON_TIMEOUT_S", env.float, 5.0)
 TRITON_LOAD_TIMEOUT_S = _read("MODELHUB_TRITON_LOAD_TIMEOUT_S", env.float, 120.0)
+# Files one load may carry inside its request (streamed, so memory stays flat;
+# Triton itself decodes the base64 slowly). Larger models belong in a model
+# repository the Triton server reads itself.
+MAX_LOAD_BYTES = _read("MODELHUB_MAX_LOAD_BYTES", env.int, 8 * 1024**3)
 # After a failed load, the reconciler waits this long before trying again.
 DEPLOY_RETRY_AFTER_S = _read("MODELHUB_DEPLOY_RETRY_AFTER_S", env.float, 300.0)
 
 # --- Uploads ----------------------------------------------------------------
 MAX_ARTIFACT_BYTES = _read("MODELHUB_MAX_ARTIFACT_BYTES", env.int, 4 * 1024**3)
 MAX_ARCHIVE_ENTRIES = _read("MODELHUB_MAX_ARCHIVE_ENTRIES", env.int, 10_000)
-MAX_UNPACKED_BYTES = _read("MODELHUB_MAX_UNPACKED_BYTES", env.int, 16 * 1024**3)
+# Unpacked size of an archive, in proportion to the artifact cap: model weights
+# barely compress, so twice is room enough. (Small zip bombs, 2 MB of 2 GiB, are
+# stopped by the compression ratio below, which a size cap alone cannot do.)
+MAX_UNPACKED_BYTES = _read("MODELHUB_MAX_UNPACKED_BYTES", env.int, 2 * MAX_ARTIFACT_BYTES)
+# Unpacked bytes per packed byte (weights: ~1.1, zip bombs: 1000+); archives that
+# unpack to at most the floor are exempt, as small text-like folders compress well.
+MAX_COMPRESSION_RATIO = _read("MODELHUB_MAX_COMPRESSION_RATIO", env.float, 100.0)
+COMPRESSION_RATIO_FLOOR_BYTES = _read("MODELHUB_COMPRESSION_RATIO_FLOOR_BYTES", env.int, 64 * 1024**2)
+if MAX_COMPRESSION_RATIO < 1:
+    raise ImproperlyConfigured(f"MODELHUB_MAX_COMPRESSION_RATIO={MAX_COMPRESSION_RATIO} must be at least 1")
+
+# --- Retention --------------------------------------------------------------
+# Deployment transitions and audit events only grow. Days to keep each; unset (the
+# default) keeps them for ever. modelhub.serving.retention deletes older rows in batches.
+
+
+def _retention_days(name: str) -> int | None:
+    days = _read(name, env.int, None)
+    if days is not None and days < 1:
+        raise ImproperlyConfigured(f"{name}={days} must be at least 1 (days), or unset to keep rows for ever")
+    return days
+
+
+RETENTION_DAYS_TRANSITIONS = _retention_days("MODELHUB_RETENTION_DAYS_TRANSITIONS")
+RETENTION_DAYS_AUDIT = _retention_days("MODELHUB_RETENTION_DAYS_AUDIT")
+RETENTION_BATCH_SIZE = 1000
+# The task is not in a tasks.py module, where autodiscovery would find it.
+CELERY_IMPORTS = ["modelhub.serving.retention"]
+CELERY_BEAT_SCHEDULE["expire-old-rows"] = {
+    "task": "modelhub.serving.retention.expire_old_rows",
+    "schedule": 3600.0,  # hourly; with retention off it does nothing
+}
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {

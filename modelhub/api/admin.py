@@ -1,12 +1,17 @@
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 
 from modelhub.api.models import ApiToken, Scope
+from modelhub.api.permissions import role_scopes
 from modelhub.api.tokens import revoke_token
 from modelhub.audit.admin import AuditedAdmin
 
 DEFAULT_LIFETIME_DAYS = 90
+FORM_FIELDS = ["name", "user", "scopes", "allowed_models", "expires_at", "revoked"]
 
 
 class ApiTokenForm(forms.ModelForm):
@@ -14,7 +19,7 @@ class ApiTokenForm(forms.ModelForm):
 
     class Meta:
         model = ApiToken
-        fields = ["name", "user", "scopes", "allowed_models", "expires_at", "revoked"]
+        fields = FORM_FIELDS
 
 
 @admin.register(ApiToken)
@@ -28,6 +33,37 @@ class ApiTokenAdmin(AuditedAdmin):
     readonly_fields = ["prefix", "restricted", "created_at", "last_used_at"]
     actions = ["revoke"]
 
+    # Tokens act for people: only an admin (by role, modelhub.api.permissions) manages them,
+    # or a staff member with the Django permission could mint a token acting for a superuser.
+    def _may_manage(self, request) -> bool:
+        return Scope.ADMIN in role_scopes(request.user)
+
+    def has_module_permission(self, request):
+        return self._may_manage(request) and super().has_module_permission(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._may_manage(request) and super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return self._may_manage(request) and super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._may_manage(request) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._may_manage(request) and super().has_delete_permission(request, obj)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        # A new token is not revoked; an existing one is revoked through revoke_token (save_model).
+        return [f for f in fields if f != "revoked"] if obj is None else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.revoked:
+            # Revoked for good: not un-revoked, not repurposed under another name or user.
+            return [*FORM_FIELDS, *self.readonly_fields]
+        return self.readonly_fields
+
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
         initial.setdefault("expires_at", timezone.now() + timezone.timedelta(days=DEFAULT_LIFETIME_DAYS))
@@ -35,12 +71,40 @@ class ApiTokenAdmin(AuditedAdmin):
         return initial
 
     def save_model(self, request, obj, form, change):
-        text = None if change else obj.set_new_secret()
-        obj.restricted = bool(form.cleaned_data.get("allowed_models"))
-        super().save_model(request, obj, form, change)
-        if text:
-            # Shown once: only its hash is stored.
-            messages.warning(request, f"API token {obj.name!r}: {text} (copy it now, it is not shown again)")
+        revoking = change and "revoked" in form.changed_data and obj.revoked
+        if revoking:
+            obj.revoked = False  # written (and audited) by revoke_token below, not by the form
+            form.changed_data.remove("revoked")
+        if not change:
+            obj._shown_once = obj.set_new_secret()  # only its hash is stored
+        if "allowed_models" in form.cleaned_data:  # not when read-only (a revoked token)
+            obj.restricted = bool(form.cleaned_data["allowed_models"])
+        if not change or form.changed_data:
+            super().save_model(request, obj, form, change)
+        if revoking:
+            revoke_token(obj, self._actor(request))
+
+    def response_add(self, request, obj, post_url_continue=None):
+        text = getattr(obj, "_shown_once", None)
+        if text is None:
+            return super().response_add(request, obj, post_url_continue)
+        # The secret is rendered into this one page, never into a message (a cookie) or a log.
+        response = TemplateResponse(
+            request,
+            "admin/api/apitoken/token_created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"API token {obj.name!r} created",
+                "opts": self.opts,
+                "token": obj,
+                "token_text": text,
+                "models": sorted(obj.allowed_models.values_list("name", flat=True)),
+                "change_url": reverse("admin:api_apitoken_change", args=[obj.pk]),
+                "changelist_url": reverse("admin:api_apitoken_changelist"),
+            },
+        )
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):

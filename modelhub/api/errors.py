@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import IntegrityError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -25,8 +25,9 @@ from rest_framework.views import set_rollback
 from modelhub.lib.archives import ArchiveError
 from modelhub.registry.manifest import ManifestError
 from modelhub.registry.schema import SchemaError
-from modelhub.registry.services import ModelInUse, NameTaken, VersionConflict
+from modelhub.registry.services import InUse, NameTaken, VersionConflict
 from modelhub.registry.triton_config import ConfigError
+from modelhub.serving.backends import BackendMissing
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,35 @@ class TooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "the request body is too large"
     default_code = "too_large"
+
+
+class LengthRequired(exceptions.APIException):
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    default_detail = "the request needs a Content-Length header"
+    default_code = "length_required"
+
+
+class Busy(exceptions.APIException):
+    """The database stayed locked by other writers past its wait: retrying shortly will do."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the database is busy with other writes; try again shortly"
+    default_code = "busy"
+    wait = 2  # seconds, sent as Retry-After
+
+
+# Lock contention, not a fault: SQLite's busy/locked results, and Postgres' deadlock,
+# serialization failure and lock-not-available (SQLSTATE 40P01, 40001, 55P03).
+_BUSY_SQLITE_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+_BUSY_SQLSTATES = {"40P01", "40001", "55P03"}
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    name = getattr(cause, "sqlite_errorname", None) or ""  # extended codes too, e.g. SQLITE_BUSY_SNAPSHOT
+    return any(name == busy or name.startswith(f"{busy}_") for busy in _BUSY_SQLITE_ERRORS) or (
+        getattr(cause, "sqlstate", None) in _BUSY_SQLSTATES
+    )
 
 
 class Invalid(exceptions.APIException):
@@ -82,7 +112,7 @@ def _flatten(detail, path: str = "") -> dict[str, str]:
 
 
 def _domain_error(exc: Exception) -> Invalid | None:
-    if isinstance(exc, ManifestError | SchemaError):
+    if isinstance(exc, ManifestError | SchemaError | BackendMissing):
         return Invalid(exc.errors)
     if isinstance(exc, ArchiveError):
         return Invalid({"artifact": str(exc)})
@@ -101,7 +131,7 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
     domain = _domain_error(exc)
     if domain is not None:
         return domain
-    if isinstance(exc, NameTaken | ModelInUse | VersionConflict):
+    if isinstance(exc, NameTaken | InUse | VersionConflict):
         return Conflict(str(exc))
     if isinstance(exc, Http404 | ObjectDoesNotExist):
         return exceptions.NotFound(str(exc) if isinstance(exc, ObjectDoesNotExist) and str(exc) else None)
@@ -109,6 +139,9 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
         return exceptions.PermissionDenied(str(exc) or None)
     if isinstance(exc, ProtectedError):
         return Conflict(f"still in use by {len(exc.protected_objects)} other object(s): {exc.args[0]}")
+    if isinstance(exc, OperationalError) and _is_busy(exc):
+        log.warning("database busy, answered 503: %s", exc)
+        return Busy()
     if isinstance(exc, IntegrityError):
         # A unique constraint lost to a concurrent request; the details are the database's business.
         return Conflict("the request conflicts with data changed meanwhile; try again")

@@ -1,4 +1,4 @@
-"""Query filters of the API's lists (django-filter), and the paginator.
+"""Query filters of the API's lists (django-filter), and the paginators.
 
 Like the request fields, query parameters accept what the schema says and
 refuse the rest with 400: a boolean is true or false, an integer is digits,
@@ -10,9 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import django_filters as filters
 from django import forms
+from django.utils.dateparse import parse_datetime
 from django_filters.fields import ChoiceField as FilterChoiceField
 from drf_spectacular.utils import extend_schema_field
-from rest_framework.exceptions import ValidationError
+from rest_framework import pagination
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import LimitOffsetPagination
 
 from modelhub.audit.models import AuditEvent, Source
@@ -22,28 +25,29 @@ from modelhub.serving.models import Deployment, DesiredState, InferenceServer, O
 MAX_INT = 2_147_483_647
 
 
+def _query_int(request, name: str, minimum: int, maximum: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not re.fullmatch(r"-?[0-9]{1,19}", raw):
+        raise ValidationError({name: f"{raw!r} is not an integer"})
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ValidationError({name: f"must be between {minimum} and {maximum}"})
+    return value
+
+
 class Pagination(LimitOffsetPagination):
     """limit/offset paging that refuses bad values instead of silently ignoring them."""
 
     max_limit = 1000
 
-    def _read(self, request, name: str, minimum: int, maximum: int) -> int | None:
-        raw = request.query_params.get(name)
-        if raw is None:
-            return None
-        if not re.fullmatch(r"-?[0-9]{1,19}", raw):
-            raise ValidationError({name: f"{raw!r} is not an integer"})
-        value = int(raw)
-        if not minimum <= value <= maximum:
-            raise ValidationError({name: f"must be between {minimum} and {maximum}"})
-        return value
-
     def get_limit(self, request) -> int:
-        value = self._read(request, self.limit_query_param, 1, self.max_limit)
+        value = _query_int(request, self.limit_query_param, 1, self.max_limit)
         return self.default_limit if value is None else value
 
     def get_offset(self, request) -> int:
-        value = self._read(request, self.offset_query_param, 0, 2**62)
+        value = _query_int(request, self.offset_query_param, 0, 2**62)
         return 0 if value is None else value
 
     def get_schema_operation_parameters(self, view):
@@ -54,6 +58,70 @@ class Pagination(LimitOffsetPagination):
         }
         for parameter in parameters:
             parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
+
+
+class CursorPagination(pagination.CursorPagination):
+    """Paging by cursor, for append-only tables (audit events, deployment transitions).
+
+    No COUNT, and a page deep in the log costs what the first one does (an OFFSET
+    would scan every row before it). A cursor can only follow an order on an
+    unchanging column, so the view's ordering_fields are created_at and id; the
+    other field is added as a tie-break so the order is total. Pages follow the
+    `next` and `previous` links; `limit` sets the page size as elsewhere.
+    """
+
+    page_size_query_param = "limit"
+    max_page_size = 1000
+    cursor_query_description = "Where the page starts: the `cursor` of a `next` or `previous` link"
+    page_size_query_description = "Number of results per page"
+
+    def get_page_size(self, request) -> int:
+        value = _query_int(request, self.page_size_query_param, 1, self.max_page_size)
+        return self.page_size if value is None else value
+
+    def paginate_queryset(self, queryset, request, view=None):
+        if "offset" in request.query_params:
+            raise ValidationError({"offset": "this list pages by cursor: follow the next and previous links"})
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_ordering(self, request, queryset, view) -> tuple[str, ...]:
+        # The view's ordering filter has refused fields outside ordering_fields (400).
+        terms, seen = [], set()
+        for term in super().get_ordering(request, queryset, view):
+            if term.lstrip("-") not in seen:
+                seen.add(term.lstrip("-"))
+                terms.append(term)
+        if "id" not in seen:
+            terms.append("-id" if terms[0].startswith("-") else "id")
+        return tuple(terms)
+
+    def decode_cursor(self, request):
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound:
+            cursor = None
+            valid = False
+        else:
+            valid = cursor is None or cursor.position is None or self._valid_position(cursor.position)
+        if not valid:
+            raise ValidationError({self.cursor_query_param: "is not a cursor this list gave out"})
+        return cursor
+
+    def _valid_position(self, position: str) -> bool:
+        # The position is the first ordering field's value: created_at or id.
+        if self.ordering[0].lstrip("-") == "id":
+            return bool(re.fullmatch(r"[0-9]{1,19}", position))
+        try:
+            return parse_datetime(position) is not None
+        except ValueError:  # well-formed, but no such date
+            return False
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": self.max_page_size})
         return parameters
 
 
@@ -217,3 +285,38 @@ class AuditFilter(filters.FilterSet):
     class Meta:
         model = AuditEvent
         fields = ["action", "action_prefix", "actor", "source", "object_type", "object_id", "since", "until"]
+
+
+class StrictOrderingFilter(OrderingFilter):
+    """?ordering= refuses a field it does not know, like every other parameter,
+    instead of DRF's silent fallback to the default order."""
+
+    def get_ordering(self, request, queryset, view):
+        raw = request.query_params.get(self.ordering_param)
+        if raw is None:
+            return self.get_default_ordering(view)
+        allowed = [field for field, _ in self.get_valid_fields(queryset, view, {"request": request})]
+        terms = raw.split(",")
+        unknown = [term for term in terms if term.removeprefix("-") not in allowed]
+        if unknown:
+            raise ValidationError(
+                {
+                    self.ordering_param: f"cannot order by {', '.join(repr(t) for t in unknown)}; "
+                    f"use {_ordering_help(allowed)}"
+                }
+            )
+        return terms
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        allowed = [f if isinstance(f, str) else f[0] for f in getattr(view, "ordering_fields", None) or []]
+        if allowed:
+            term = f"-?(?:{'|'.join(re.escape(f) for f in allowed)})"
+            for parameter in parameters:
+                parameter["description"] = f"Order by {_ordering_help(allowed)}"
+                parameter["schema"]["pattern"] = f"^{term}(?:,{term})*$"
+        return parameters
+
+
+def _ordering_help(allowed: list[str]) -> str:
+    return f"one or more of {', '.join(allowed)}, comma-separated; a leading '-' for descending"

@@ -1,21 +1,35 @@
-"""Who may do what through the API.
+"""Who may do what: the one module that decides it, for the API, the admin and the UI.
 
-Every request is granted a set of scopes (read, upload, deploy, admin):
+Scopes are read, upload, deploy and admin (upload and deploy imply read, admin
+implies all).
 
-- a token: the scopes it was issued with (upload and deploy imply read, admin
-  implies all), whatever the groups of the user it acts for;
-- a person signed in by session: the union over their role groups —
-  viewer = read, operator = read + deploy (deploy and promote),
-  admin = everything; a superuser is admin.
+- A person holds the scopes of their role groups: viewer = read, operator =
+  read + deploy (deploy and promote), admin = everything. A superuser is admin;
+  a user in no role group holds nothing.
+- A token holds the scopes it was issued with *that its owner's role holds now*:
+  the two are intersected at every request, so a demoted user's tokens lose what
+  the role lost, and no token does more than the person it acts for.
+- A token may be restricted to some models. It then touches only objects under
+  them (the models, their versions, aliases, alias history, deployments and
+  audit rows); anything of another model answers 404 as if it did not exist, so
+  it never learns which names are taken. What is not under one model it may
+  not write (servers, new models, tokens, users: 403 saying so). It may read
+  servers, since a deploy names one.
 
-A view names the scope each action needs. A token may also be restricted to
-some models: it then sees only those, and anything else answers 404 as if it
-did not exist (it never learns which names are taken).
+A view says which scope each action needs (`required_scope`), how its rows
+reach a model (`model_path`), whether a restricted token may read rows that
+belong to no model (`restricted_reads_all`) and which of its actions make
+something under no model yet (`restricted_refused_actions`: creating a model).
 """
 
-from rest_framework.permissions import BasePermission
+from django.contrib.auth.models import AnonymousUser
+from rest_framework.authentication import get_authorization_header
+from rest_framework.exceptions import NotAuthenticated, PermissionDenied
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from modelhub.api.authentication import BearerTokenAuthentication
 from modelhub.api.models import ApiToken, Scope
+from modelhub.registry.models import Model
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "viewer": frozenset({Scope.READ}),
@@ -23,6 +37,35 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
     "admin": frozenset(Scope.values),
 }
 ROLES = tuple(ROLE_SCOPES)
+ROLES_SUMMARY = "roles: viewer=read, operator=read+deploy, admin=all"
+
+
+def role_scopes(user) -> frozenset[str]:
+    """What a person may do by their role groups, whatever signs them in."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return frozenset()
+    if user.is_superuser:
+        return frozenset(Scope.values)
+    cached = getattr(user, "_modelhub_role_scopes", None)  # one query per user object
+    if cached is None:
+        groups = user.groups.filter(name__in=ROLES).values_list("name", flat=True)
+        cached = user._modelhub_role_scopes = frozenset().union(*(ROLE_SCOPES[g] for g in groups))
+    return cached
+
+
+def token_scopes(token: ApiToken) -> frozenset[str]:
+    """What a token may do now: its own scopes, as far as its owner's role still allows them."""
+    return frozenset(token.granted) & role_scopes(token.user)
+
+
+def token_model_ids(token: ApiToken) -> frozenset[int] | None:
+    """The ids of the models a restricted token may touch; None when it is not restricted."""
+    if not token.restricted:
+        return None
+    ids = getattr(token, "allowed_model_ids", None)
+    if ids is None:  # authenticate_token fills it; a token from elsewhere is read here
+        ids = token.allowed_model_ids = frozenset(token.allowed_models.values_list("pk", flat=True))
+    return ids
 
 
 def request_token(request) -> ApiToken | None:
@@ -31,46 +74,92 @@ def request_token(request) -> ApiToken | None:
 
 
 def granted_scopes(request) -> frozenset[str]:
+    """Every scope the caller of `request` holds now (implied ones included)."""
     cached = getattr(request, "_modelhub_scopes", None)
-    if cached is not None:
-        return cached
-    token = request_token(request)
-    user = request.user
-    if token is not None:
-        scopes = frozenset(token.granted)
-    elif not user.is_authenticated or not user.is_active:
-        scopes = frozenset()
-    elif user.is_superuser:
-        scopes = frozenset(Scope.values)
-    else:
-        scopes = frozenset()
-        for group in user.groups.filter(name__in=ROLES).values_list("name", flat=True):
-            scopes |= ROLE_SCOPES[group]
-    request._modelhub_scopes = scopes
-    return scopes
+    if cached is None:
+        token = request_token(request)
+        cached = token_scopes(token) if token is not None else role_scopes(request.user)
+        request._modelhub_scopes = cached
+    return cached
 
 
 def allowed_model_ids(request) -> frozenset[int] | None:
-    """The ids of the models a restricted token may touch; None when unrestricted."""
+    """The ids of the models the caller may touch; None when it may touch every model."""
     token = request_token(request)
-    if token is None:
-        return None
-    return getattr(token, "allowed_model_ids", None)
+    return token_model_ids(token) if token is not None else None
 
 
-def refusal(request, scope: str) -> str:
+def refusal(scope: str, token: ApiToken | None) -> str:
+    """Why a caller lacking `scope` is refused, in words that say what to change."""
     scope = str(getattr(scope, "value", scope))
-    if request_token(request) is not None:
-        return f"this API token lacks the {scope!r} scope"
-    return f"your role does not allow {scope!r} (roles: viewer=read, operator=read+deploy, admin=all)"
+    if token is None:
+        return f"your role does not allow {scope!r} ({ROLES_SUMMARY})"
+    if scope in token.granted:
+        return (
+            f"this API token has the {scope!r} scope but its user {token.user.get_username()!r} "
+            f"no longer does ({ROLES_SUMMARY})"
+        )
+    return f"this API token lacks the {scope!r} scope"
+
+
+_VERBS = {"POST": "create", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+
+
+def restriction_refusal(request, view) -> str | None:
+    """Why a token restricted to some models may not take this action here; None when it may.
+
+    Actions on rows under a model are allowed: the view's queryset keeps them to
+    the token's models (others are 404). Rows under no model are refused, except
+    reads where the view allows them.
+    """
+    ids = allowed_model_ids(request)
+    if ids is None:
+        return None
+    safe = request.method in SAFE_METHODS
+    refused = getattr(view, "action", None) in getattr(view, "restricted_refused_actions", ())
+    if getattr(view, "model_path", None) is not None and not refused:
+        return None
+    if safe and getattr(view, "restricted_reads_all", False):
+        return None
+    names = ", ".join(Model.objects.filter(pk__in=ids).order_by("name").values_list("name", flat=True)) or "none left"
+    what = view.queryset.model._meta.verbose_name_plural
+    verb = "read" if safe else _VERBS.get(request.method, request.method.lower())
+    return f"this API token is restricted to the models {names}: it cannot {verb} {what}"
 
 
 class HasScope(BasePermission):
-    """The view's `required_scope(request)` must be among the request's scopes."""
+    """The caller holds the scope the view's `required_scope(request)` names, and a
+    token restricted to some models stays within them."""
 
     def has_permission(self, request, view) -> bool:
         scope = view.required_scope(request)
-        if scope is None or scope in granted_scopes(request):
-            return True
-        self.message = refusal(request, scope)
-        return False
+        if scope is not None and scope not in granted_scopes(request):
+            self.message = refusal(scope, request_token(request))
+            return False
+        reason = restriction_refusal(request, view)
+        if reason:
+            self.message = reason
+            return False
+        return True
+
+
+def check_before_body(view, request) -> None:
+    """Refuse a caller who may not take the view's action, without reading the request body.
+
+    For uploads: the body is streamed to disk as soon as anything reads it, and
+    session authentication reads it (the CSRF check looks for a form field). A
+    token is authenticated from its header, so the usual checks run now; a person
+    is the session's user (Django's middleware, no body read) and their role is
+    checked here. The CSRF check still runs afterwards, in the usual authentication.
+    """
+    header = get_authorization_header(request).split()
+    if header and header[0].lower() == BearerTokenAuthentication.keyword:
+        view.perform_authentication(request)
+        view.check_permissions(request)
+        return
+    user = getattr(request._request, "user", None) or AnonymousUser()
+    if not user.is_authenticated:
+        raise NotAuthenticated()
+    scope = view.required_scope(request)
+    if scope is not None and scope not in role_scopes(user):
+        raise PermissionDenied(refusal(scope, None))

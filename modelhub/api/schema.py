@@ -39,7 +39,9 @@ _ERRORS = {
     "404": "No such object, or outside what this token may see",
     "409": "Conflicts with the current state (name taken, model still deployed, …)",
     "413": "Request body too large",
+    "411": "An upload sent without a Content-Length (chunked): send the length",
     "415": "Unsupported request content type",
+    "503": "The database is busy (a lock outlasted its timeout): retry after `Retry-After` seconds",
 }
 
 
@@ -50,8 +52,8 @@ class ModelHubAutoSchema(AutoSchema):
         parameters = super()._get_parameters()
         for parameter in parameters:
             schema = parameter.get("schema", {})
-            # Free-text filters reach Postgres, which refuses NUL: say so. (ordering does not:
-            # unknown orderings are ignored.)
+            # Free-text filters reach Postgres, which refuses NUL: say so. (ordering has its
+            # own pattern: unknown fields are refused with 400.)
             if (
                 parameter.get("in") == "query"
                 and parameter["name"] != "ordering"
@@ -74,7 +76,9 @@ class ModelHubAutoSchema(AutoSchema):
         elif self.method == "GET" and self._is_list_view():
             codes.append("400")  # bad filter or paging values
         if self.method in ("POST", "PUT", "PATCH", "DELETE"):
-            codes.append("409")
+            codes += ["409", "503"]
+        if self.method == "POST" and self.path.endswith("/versions/"):
+            codes.append("411")
         return codes
 
     def _get_response_bodies(self, direction="response"):

@@ -269,11 +269,38 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class DeploymentDetailSerializer(DeploymentSerializer):
-    transitions = TransitionSerializer(many=True, read_only=True, help_text="Observed-state changes, newest first")
+    # A deployment that keeps failing gains a transition every retry: nest the newest only.
+    LATEST_TRANSITIONS = 20
+
+    transitions = serializers.SerializerMethodField(
+        help_text=f"The {LATEST_TRANSITIONS} newest observed-state changes, newest first; all at transitions_url"
+    )
+    transition_count = serializers.SerializerMethodField(help_text="How many observed-state changes are kept")
+    transitions_url = serializers.SerializerMethodField(help_text="Every observed-state change, paged by cursor")
 
     class Meta(DeploymentSerializer.Meta):
-        fields = [*DeploymentSerializer.Meta.fields, "transitions"]
+        fields = [*DeploymentSerializer.Meta.fields, "transitions", "transition_count", "transitions_url"]
         read_only_fields = fields
+
+    @staticmethod
+    def latest_transitions():
+        """The queryset to prefetch into `latest_transitions` (one query for any number of deployments)."""
+        order = ("-created_at", "-id")
+        return DeploymentTransition.objects.order_by(*order)[: DeploymentDetailSerializer.LATEST_TRANSITIONS]
+
+    @extend_schema_field(TransitionSerializer(many=True))
+    def get_transitions(self, obj: Deployment) -> list[dict]:
+        latest = getattr(obj, "latest_transitions", None)
+        if latest is None:
+            latest = obj.transitions.order_by("-created_at", "-id")[: self.LATEST_TRANSITIONS]
+        return TransitionSerializer(latest, many=True, context=self.context).data
+
+    def get_transition_count(self, obj: Deployment) -> int:
+        count = getattr(obj, "transition_count", None)
+        return obj.transitions.count() if count is None else count
+
+    def get_transitions_url(self, obj: Deployment) -> str:
+        return _link(self, "api:deployment-transitions", pk=obj.pk)
 
 
 class DeployRequestSerializer(serializers.Serializer):
@@ -318,7 +345,11 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 class TokenInfoSerializer(serializers.ModelSerializer):
-    scopes = serializers.ListField(child=serializers.CharField(), read_only=True)
+    scopes = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="As issued; the caller's scopes say what remains of them",
+    )
     models = serializers.SerializerMethodField(help_text="null: not restricted to some models")
 
     class Meta:
@@ -335,5 +366,9 @@ class TokenInfoSerializer(serializers.ModelSerializer):
 
 class WhoAmISerializer(serializers.Serializer):
     user = serializers.CharField(read_only=True)
-    scopes = serializers.ListField(child=serializers.CharField(), read_only=True, help_text="What this caller may do")
+    scopes = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="What this caller may do now: a token's scopes as far as its user's role allows them",
+    )
     token = TokenInfoSerializer(read_only=True, allow_null=True, help_text="null for a signed-in person")

@@ -12,7 +12,7 @@ import hashlib
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
-from modelhub.api.errors import TooLarge
+from modelhub.api.errors import LengthRequired, TooLarge
 
 # Room for the manifest and the multipart framing around the artifact.
 _ENVELOPE_BYTES = 64 * 1024
@@ -30,12 +30,21 @@ def _too_large() -> TooLarge:
 
 
 def check_content_length(request) -> None:
-    """Refuse a body announced as too large before reading any of it."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > max_upload_body():
+    """Refuse a body without a length, or announced as too large, before reading any of it.
+
+    Django's multipart parser reads exactly Content-Length bytes: a chunked
+    body (no Content-Length) would look empty and be answered "artifact:
+    required", which sends the caller looking in the wrong place.
+    """
+    raw = (request.META.get("CONTENT_LENGTH") or "").strip()
+    if not raw.isdigit():
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        raise LengthRequired(
+            "the upload has no Content-Length header"
+            + (" (it was sent with Transfer-Encoding: chunked)" if chunked else "")
+            + ": send the multipart body with its length, as curl -F and requests do"
+        )
+    if int(raw) > max_upload_body():
         raise _too_large()
 
 

@@ -17,8 +17,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied, UnsupportedMediaType
-from rest_framework.filters import OrderingFilter
+from rest_framework.exceptions import NotFound, UnsupportedMediaType
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, IsAuthenticated
 from rest_framework.response import Response
@@ -29,14 +28,16 @@ from modelhub.api.errors import Invalid, error_body
 from modelhub.api.filters import (
     AliasMoveFilter,
     AuditFilter,
+    CursorPagination,
     DeploymentFilter,
     ModelFilter,
     Pagination,
     ServerFilter,
+    StrictOrderingFilter,
     VersionFilter,
 )
 from modelhub.api.models import Scope
-from modelhub.api.permissions import HasScope, allowed_model_ids, granted_scopes, request_token
+from modelhub.api.permissions import HasScope, allowed_model_ids, check_before_body, granted_scopes, request_token
 from modelhub.api.schema import ModelHubAutoSchema
 from modelhub.api.serializers import (
     AliasMoveSerializer,
@@ -50,6 +51,7 @@ from modelhub.api.serializers import (
     ModelSerializer,
     ModelUpdateSerializer,
     ServerSerializer,
+    TransitionSerializer,
     UploadSerializer,
     VersionSerializer,
     WhoAmISerializer,
@@ -57,10 +59,13 @@ from modelhub.api.serializers import (
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import AuditEvent, Source
 from modelhub.registry.models import Alias, AliasMove, Model, ModelVersion, TensorSpec
-from modelhub.registry.services import create_model, delete_model, move_alias, register_upload, update_model
+from modelhub.registry.services import create_model, move_alias, register_upload, update_model
 from modelhub.serving.models import Deployment, InferenceServer
 from modelhub.serving.services import (
     create_server,
+    delete_model,
+    delete_server,
+    delete_version,
     request_deploy,
     request_undeploy,
     servers_with_label,
@@ -95,15 +100,19 @@ NUMBER_PARAM = OpenApiParameter(
 class BaseViewSet(viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated, HasScope]
     pagination_class = Pagination
-    filter_backends = [DjangoFilterBackend, OrderingFilter]
+    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
     # JSON only (the upload is the one multipart exception): form encodings cannot tell
     # 0 from "0" or a list from one string, so they would blur what the schema promises.
     parser_classes = [JSONParser]
     schema = ModelHubAutoSchema()
     # Scope each action needs; reads default to read, other writes to admin.
     action_scopes: dict[str, str] = {}
-    # ORM path from this viewset's rows to registry.Model, for tokens restricted to some models.
+    # ORM path from this viewset's rows to registry.Model, for tokens restricted to some models
+    # (modelhub.api.permissions): without one, such a token may not write here, and reads only
+    # when restricted_reads_all says so.
     model_path: str | None = None
+    restricted_reads_all = False
+    restricted_refused_actions: frozenset[str] = frozenset()
     # A valid lookup value matches this; anything else is 404 without asking the database.
     lookup_pattern = r"[0-9]{1,18}"
 
@@ -209,13 +218,13 @@ class ModelViewSet(
     ordering_fields = ["name", "created_at", "updated_at", "latest_version", "version_count"]
     ordering = ["name"]
     action_scopes = {"create": Scope.UPLOAD, "update": Scope.UPLOAD, "partial_update": Scope.UPLOAD}
+    # A new model is under none of a restricted token's models.
+    restricted_refused_actions = frozenset({"create"})
 
     def get_queryset(self):
         return self.restrict(models_with_summary(), self.model_path)
 
     def create(self, request, *args, **kwargs):
-        if allowed_model_ids(request) is not None:
-            raise PermissionDenied("this API token is restricted to some models: it cannot create models")
         serializer = ModelSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         model = create_model(self.actor, **serializer.validated_data)
@@ -316,6 +325,10 @@ def _resolve_servers(data: dict, *, deploying: bool) -> list[InferenceServer]:
 @extend_schema_view(
     list=extend_schema(summary="List a model's versions", parameters=[MODEL_PARAM]),
     retrieve=extend_schema(summary="Read a version", parameters=[MODEL_PARAM, NUMBER_PARAM]),
+    destroy=extend_schema(
+        summary="Delete a version and its file (409 while it is deployed or an alias points at it)",
+        parameters=[MODEL_PARAM, NUMBER_PARAM],
+    ),
 )
 class VersionViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseViewSet):
     """Versions of a model: upload, read, deploy and undeploy."""
@@ -345,6 +358,8 @@ class VersionViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
     def initial(self, request, *args, **kwargs):
         if self.action == "create":
+            # A caller who may not upload is refused before a byte of the body reaches the disk.
+            check_before_body(self, request)
             # Before authentication: session auth reads the form for its CSRF check.
             self.upload_handler = uploads.install(request)
         super().initial(request, *args, **kwargs)
@@ -435,6 +450,10 @@ class VersionViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
     @action(detail=True, methods=["post"])
     def undeploy(self, request, *args, **kwargs):
         return self._set_desired(request, request_undeploy, deploying=False)
+
+    def destroy(self, request, *args, **kwargs):
+        delete_version(self.get_object(), self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- aliases ----------------------------------------------------------------
@@ -540,13 +559,35 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseVi
     ordering = ["-id"]
 
     def get_serializer_class(self):
-        return DeploymentDetailSerializer if self.action == "retrieve" else DeploymentSerializer
+        return {"retrieve": DeploymentDetailSerializer, "transitions": TransitionSerializer}.get(
+            self.action, DeploymentSerializer
+        )
 
     def get_queryset(self):
         queryset = super().get_queryset()
         if self.action == "retrieve":
-            queryset = queryset.prefetch_related("transitions")
+            latest = Prefetch(
+                "transitions", DeploymentDetailSerializer.latest_transitions(), to_attr="latest_transitions"
+            )
+            queryset = queryset.annotate(transition_count=Count("transitions")).prefetch_related(latest)
         return queryset
+
+    @extend_schema(
+        summary="A deployment's observed-state changes, newest first, paged by cursor",
+        parameters=[OpenApiParameter("id", {"type": "integer", "minimum": 1}, OpenApiParameter.PATH)],
+        responses=TransitionSerializer(many=True),
+    )
+    @action(
+        detail=True,
+        pagination_class=CursorPagination,
+        filterset_class=None,
+        ordering_fields=["created_at", "id"],
+        ordering=["-created_at", "-id"],
+    )
+    def transitions(self, request, *args, **kwargs):
+        deployment = self.get_object()
+        page = self.paginate_queryset(self.filter_queryset(deployment.transitions.all()))
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
 @extend_schema_view(
@@ -555,6 +596,10 @@ class DeploymentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseVi
     create=extend_schema(summary="Register a Triton server", responses={201: ServerSerializer}),
     update=extend_schema(summary="Update a server", parameters=[SERVER_PARAM]),
     partial_update=extend_schema(summary="Update a server", parameters=[SERVER_PARAM]),
+    destroy=extend_schema(
+        summary="Forget a server and its undeployed deployments (409 while anything is meant to be loaded on it)",
+        parameters=[SERVER_PARAM],
+    ),
 )
 class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseViewSet):
     """Triton servers ModelHub manages."""
@@ -565,6 +610,9 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseViewSe
     lookup_field = "name"
     lookup_value_regex = PATH_SEGMENT
     lookup_pattern = SERVER_NAME
+    # A token restricted to some models reads every server (a deploy names one) and writes none:
+    # pointing a shared server elsewhere would send other teams' models there.
+    restricted_reads_all = True
     filterset_class = ServerFilter
     ordering_fields = ["name", "created_at", "last_seen_at"]
     ordering = ["name"]
@@ -586,6 +634,10 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseViewSe
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
 
+    def destroy(self, request, *args, **kwargs):
+        delete_server(self.get_object(), self.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 # --- audit and identity -------------------------------------------------------
 
@@ -604,15 +656,20 @@ class AuditViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseViewSet
     queryset = AuditEvent.objects.select_related("user")
     serializer_class = AuditEventSerializer
     lookup_value_regex = r"[0-9]{1,18}"
+    model_path = "model_id"
     filterset_class = AuditFilter
-    ordering_fields = ["created_at", "id", "action"]
+    # Paged by cursor (no COUNT over the ever-growing log), which follows these orders only.
+    pagination_class = CursorPagination
+    ordering_fields = ["created_at", "id"]
     ordering = ["-created_at", "-id"]
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        # Events span every model; a token limited to some of them may not read them all.
-        if allowed_model_ids(request) is not None:
-            raise PermissionDenied("a token restricted to some models cannot read the audit log")
+    def restrict(self, queryset, path: str | None):
+        # A token restricted to some models reads their events only (servers', tokens' and
+        # other models' are hidden); loads on a server know their model by name only.
+        ids = allowed_model_ids(self.request)
+        if ids is None:
+            return queryset
+        return queryset.about_models(ids, Model.objects.filter(pk__in=ids).values("name"))
 
 
 class WhoAmIView(APIView):

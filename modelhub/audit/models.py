@@ -10,11 +10,23 @@ class Source(models.TextChoices):
     SYSTEM = "system", "System"
 
 
+class AuditEventQuerySet(models.QuerySet):
+    def about_models(self, ids, names):
+        """Events about these models (ids), and events that name one of them but
+        could not know its id (`names`: a list or a subquery of names)."""
+        named_only = models.Q(model_id__isnull=True, model_name__in=names) & ~models.Q(model_name="")
+        return self.filter(models.Q(model_id__in=ids) | named_only)
+
+
 class AuditEvent(models.Model):
     """One state-changing action: who did what to which object, when, from where.
 
     Rows are only ever inserted. The actor is kept as a label too, so the row
-    still says who acted after the user or token is deleted.
+    still says who acted after the user or token is deleted. `model_id` and
+    `model_name` say which registered model the object belongs to (a version,
+    alias or deployment belongs to its model), so a token restricted to some
+    models reads the rows of its models only; they are plain columns, not a
+    foreign key, because the log outlives the models and sits below the registry.
     """
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -28,8 +40,12 @@ class AuditEvent(models.Model):
     object_type = models.CharField(max_length=64, blank=True)
     object_id = models.CharField(max_length=64, blank=True)
     object_repr = models.CharField(max_length=300, blank=True)
+    model_id = models.BigIntegerField(null=True, blank=True, db_index=True, help_text="the registry model concerned")
+    model_name = models.CharField(max_length=100, blank=True, db_index=True, help_text="its name at the time")
     details = models.JSONField(default=dict, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -32,7 +32,7 @@ import tarfile
 import unicodedata
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -44,6 +44,8 @@ __all__ = [
     "detect_format",
     "inspect_archive",
     "iter_files",
+    "iter_member_streams",
+    "list_archive",
 ]
 
 CONFIG_NAME = "config.pbtxt"
@@ -109,11 +111,19 @@ class ArchiveError(ValueError):
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    """Resource caps; sizes are unpacked bytes, counted while reading the data."""
+    """Resource caps; sizes are unpacked bytes, counted while reading the data.
+
+    ``max_ratio`` caps unpacked bytes per packed byte of the archive file: model
+    weights barely compress (about 1.1:1), a zip bomb does 1000:1. Archives that
+    unpack to at most ``ratio_floor`` bytes are never refused for their ratio,
+    so a small, very compressible folder (text, sparse weights) still passes.
+    """
 
     max_entries: int = 10_000
     max_total_size: int = 8 * 1024**3
     max_member_size: int = 4 * 1024**3
+    max_ratio: float = 100.0
+    ratio_floor: int = 64 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -149,8 +159,8 @@ def inspect_archive(path: str | os.PathLike[str], limits: ArchiveLimits = Archiv
     :class:`ArchiveError` for anything unsafe, oversized, corrupt or not
     laid out like a Triton model folder.
     """
-    scan = _Scan(limits)
     with _errors(), open(path, "rb") as f:
+        scan = _Scan(limits, packed_size=os.fstat(f.fileno()).st_size)
         fmt = _detect(f)
         if fmt == "zip":
             _scan_zip(f, scan)
@@ -190,6 +200,80 @@ def iter_files(path: str | os.PathLike[str], folder: ModelFolder) -> Iterator[tu
             "the archive changed since it was inspected (member missing)",
             next(iter(wanted)),
         )
+
+
+# --------------------------------------------------------------------------
+# Streaming a stored archive's files (Triton loads): never a whole file in memory
+
+
+def list_archive(path: str | os.PathLike[str], limits: ArchiveLimits = ArchiveLimits()) -> ModelFolder:
+    """Describe an archive that :func:`inspect_archive` accepted before, from its listing.
+
+    Sizes are the ones the archive declares (zip central directory, tar
+    headers); member data is not read, so this is cheap for a zip (a tar is
+    read through, as it has no directory). The names, layout and entry rules
+    are those of :func:`inspect_archive`. :func:`iter_member_streams` checks
+    the declared sizes while it streams the data.
+    """
+    scan = _Listing(limits, packed_size=os.path.getsize(path))
+    with _errors(), open(path, "rb") as f:
+        fmt = _detect(f)
+        if fmt == "zip":
+            _scan_zip(f, scan)
+        else:
+            _scan_tar(f, fmt, scan)
+    return scan.model_folder(fmt)
+
+
+def iter_member_streams(
+    path: str | os.PathLike[str], folder: ModelFolder, wanted: Collection[tuple[str, str]] | None = None
+) -> Iterator[tuple[str, str, IO[bytes]]]:
+    """Yield ``(kind, relpath, stream)`` for the files of ``folder``, in archive order.
+
+    ``wanted`` limits the files to those ``(kind, relpath)`` pairs (default: all).
+    Each stream is the member itself (``ZipFile.open`` / ``TarFile.extractfile``),
+    valid until the next item is asked for; it yields exactly the member's
+    size from ``folder`` or raises :class:`ArchiveError` (as does a corrupt
+    member, a checksum error, or a member that is missing). Close the
+    generator (``contextlib.closing``) to release the archive file early.
+    """
+    members = {name: entry for name, entry in folder._members.items() if wanted is None or entry in wanted}
+    with _errors(), open(path, "rb") as f:
+        if _detect(f) != folder.format:
+            raise ArchiveError("the archive changed since it was inspected")
+        if folder.format == "zip":
+            streams = _iter_zip_members(f, members)
+        else:
+            streams = _iter_tar_members(f, folder.format, members)
+        with closing(streams):
+            for name, stream in streams:
+                kind, relpath = members.pop(name)
+                size = (folder.version_files if kind == "version" else folder.model_files)[relpath]
+                yield kind, relpath, _SizedStream(stream, size, name)
+                if not members:
+                    return
+    if members:
+        raise ArchiveError("the archive changed since it was inspected (member missing)", next(iter(members)))
+
+
+class _SizedStream:
+    """A member's stream that must yield exactly ``size`` bytes; errors become ArchiveErrors."""
+
+    def __init__(self, stream: IO[bytes], size: int, member: str):
+        self._stream, self._left, self._member = stream, size, member
+
+    def read(self, n: int = -1) -> bytes:
+        with _errors(self._member):
+            if self._left == 0:
+                extra = self._stream.read(1)  # also makes zipfile check the CRC at the end
+                if extra:
+                    raise ArchiveError("the archive changed since it was inspected (member is longer)", self._member)
+                return b""
+            data = self._stream.read(self._left if n is None or n < 0 else min(n, self._left))
+            if not data:
+                raise ArchiveError("the archive changed since it was inspected (member is shorter)", self._member)
+            self._left -= len(data)
+            return data
 
 
 # --------------------------------------------------------------------------
@@ -315,8 +399,11 @@ def _is_version_name(name: str) -> bool:
 class _Scan:
     """Collects files and folders while an archive is read through."""
 
-    def __init__(self, limits: ArchiveLimits):
+    def __init__(self, limits: ArchiveLimits, packed_size: int = 0):
         self.limits = limits
+        # Unpacked bytes allowed in all before the ratio cap refuses the archive.
+        self.ratio_budget = max(limits.ratio_floor, int(limits.max_ratio * packed_size))
+        self.packed_size = packed_size
         self.entries = 0
         self.total = 0
         self.files: dict[str, tuple[str, int]] = {}  # path -> (member, size)
@@ -351,6 +438,8 @@ class _Scan:
             raise ArchiveError("path is used both as a file and as a folder", member)
         if declared_size > self.limits.max_member_size:
             raise self._member_too_big(member)
+        if self.total + declared_size > self.ratio_budget:  # refused before inflating it
+            raise self._ratio_exceeded(member, self.total + declared_size)
         self._note_top(path)
         keep = self._is_config_candidate(path)
         size, data = self._read(member, stream, keep)
@@ -369,6 +458,14 @@ class _Scan:
             return True
         top, _, rest = path.partition("/")
         return rest == CONFIG_NAME and len(self.tops) == 1 and not _is_version_name(top)
+
+    def _ratio_exceeded(self, member: str, unpacked: int) -> ArchiveError:
+        return ArchiveError(
+            f"the archive unpacks to at least {unpacked} bytes from {self.packed_size} packed bytes, "
+            f"over {self.limits.max_ratio:g} times its packed size (max_ratio; archives that unpack to at most "
+            f"{self.limits.ratio_floor} bytes are exempt)",
+            member,
+        )
 
     def _member_too_big(self, member: str) -> ArchiveError:
         return ArchiveError(
@@ -393,6 +490,8 @@ class _Scan:
                     f"the archive unpacks to more than {self.limits.max_total_size} bytes (max_total_size)",
                     member,
                 )
+            if self.total > self.ratio_budget:  # the declared size lied
+                raise self._ratio_exceeded(member, self.total)
             if kept is not None:
                 kept += chunk
                 if len(kept) > MAX_CONFIG_SIZE:
@@ -479,6 +578,22 @@ def _read_exactly(stream: IO[bytes], size: int, member: str) -> bytes:
     if got != size:
         raise ArchiveError("the archive changed since it was inspected (size differs)", member)
     return b"".join(chunks)
+
+
+class _Listing(_Scan):
+    """A _Scan that trusts the sizes the archive declares instead of reading the data."""
+
+    def add_file(self, member: str, path: str, declared_size: int, stream: IO[bytes]) -> None:
+        super().add_file(member, path, declared_size, _Declared(declared_size))
+
+    def _read(self, member: str, stream: IO[bytes], keep: bool) -> tuple[int, bytes | None]:
+        assert isinstance(stream, _Declared)
+        return stream.size, b"" if keep else None  # config.pbtxt's text is not needed for a listing
+
+
+@dataclass(frozen=True)
+class _Declared:
+    size: int
 
 
 # --------------------------------------------------------------------------

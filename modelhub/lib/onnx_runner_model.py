@@ -3,8 +3,15 @@
 ModelHub places this file as ``<version>/model.py`` next to ``<version>/model.onnx``
 so that an ONNX model can be served by a Triton that has only the python backend.
 Input and output names and datatypes come from the model configuration; they must
-match the ONNX graph's names.  Tensors pass straight through: with max_batch_size > 0
-Triton hands over the batch dimension and the ONNX graph is expected to have it too.
+match the ONNX graph's names and ranks (checked at load, so a mismatch fails the load
+with a message instead of every request).  Tensors pass straight through: with
+max_batch_size > 0 Triton hands over the batch dimension and the ONNX graph is
+expected to have it too.  A tensor of one value per sample (ONNX shape [N]) is
+configured as dims [1] with reshape {shape: []}: clients send [N, 1], and Triton
+itself reshapes it to [N] on the way in and back on the way out.  Without batching
+Triton has no scalars: an ONNX scalar (shape []) is configured as dims [1], and this
+runner turns the [1] it gets into the scalar the graph wants, and a scalar result
+into [1].
 """
 
 import json
@@ -30,6 +37,34 @@ _ORT_TO_NUMPY = {
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
+
+
+def _model_side_shape(cfg, tensor):
+    """The shape the backend sees for a configured tensor: its reshape if it has one."""
+    # protobuf's JSON may leave out an empty list: a reshape without "shape" is to a scalar
+    dims = tensor["reshape"].get("shape", []) if "reshape" in tensor else tensor.get("dims", [])
+    return ([-1] if cfg.get("max_batch_size", 0) > 0 else []) + [int(d) for d in dims]
+
+
+def _stands_for_scalar(configured, graph_shape):
+    """Triton's stand-in for a scalar without batching: dims [1] for a rank-0 graph tensor."""
+    return configured == [1] and len(graph_shape) == 0
+
+
+def _shape_problem(kind, name, configured, graph_shape):
+    """Why a configured shape cannot feed (or hold) the ONNX graph's; None if it can."""
+    if _stands_for_scalar(configured, graph_shape):
+        return None
+    graph = [d if isinstance(d, int) and d > 0 else -1 for d in graph_shape]
+    if len(graph) != len(configured):
+        return (
+            f"{kind} {name!r}: the configuration gives the model shape {configured} (batch dimension included), "
+            f"but model.onnx has rank {len(graph)} ({graph})"
+        )
+    for want, have in zip(configured, graph, strict=True):
+        if want > 0 and have > 0 and want != have:
+            return f"{kind} {name!r}: the configuration gives the model shape {configured}, model.onnx has {graph}"
+    return None
 
 
 def _to_str(value):
@@ -68,6 +103,23 @@ class TritonPythonModel:
         if not configured_outputs:
             raise ValueError("the model configuration lists no outputs")
 
+        shapes = {
+            "input": {i.name: i.shape for i in self.session.get_inputs()},
+            "output": {o.name: o.shape for o in self.session.get_outputs()},
+        }
+        self.scalar_inputs = set()
+        for kind in ("input", "output"):
+            for tensor in cfg.get(kind, []):
+                graph_shape, configured = shapes[kind][tensor["name"]], _model_side_shape(cfg, tensor)
+                if kind == "input" and _stands_for_scalar(configured, graph_shape):
+                    self.scalar_inputs.add(tensor["name"])
+                # onnxruntime shows an output of unknown rank as []: nothing to check then
+                if kind == "output" and not graph_shape:
+                    continue
+                problem = _shape_problem(kind, tensor["name"], configured, graph_shape)
+                if problem:
+                    raise ValueError(problem)
+
         # (name, numpy dtype the ONNX graph expects)
         self.inputs = []
         for name in configured_inputs:
@@ -92,6 +144,10 @@ class TritonPythonModel:
             if tensor is None:
                 raise ValueError(f"missing input {name!r}")
             array = tensor.as_numpy()
+            if name in self.scalar_inputs:
+                if array.size != 1:
+                    raise ValueError(f"input {name!r} is a scalar: send shape [1], not {list(array.shape)}")
+                array = array.reshape(())
             if dtype is np.object_:
                 array = np.vectorize(_to_str, otypes=[object])(array) if array.size else array.astype(object)
             elif array.dtype != dtype:
@@ -106,7 +162,8 @@ class TritonPythonModel:
                 results = self.session.run(self.output_names, self._feeds(request))
                 tensors = []
                 for (name, dtype), result in zip(self.outputs, results, strict=True):
-                    array = np.asarray(result)
+                    # Triton has no scalars without batching: the configuration says [1]
+                    array = np.asarray(result).reshape(1) if np.ndim(result) == 0 else np.asarray(result)
                     if dtype is np.object_ or dtype == np.dtype(object):
                         array = np.vectorize(_to_bytes, otypes=[object])(array) if array.size else array.astype(object)
                     else:

@@ -1,6 +1,10 @@
 """Reading a stored artifact back: the files a Triton load sends."""
 
+import os
+from collections.abc import Collection, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 from django.conf import settings
 
@@ -13,24 +17,53 @@ def archive_limits() -> archives.ArchiveLimits:
         max_entries=settings.MAX_ARCHIVE_ENTRIES,
         max_total_size=settings.MAX_UNPACKED_BYTES,
         max_member_size=settings.MAX_UNPACKED_BYTES,
+        max_ratio=settings.MAX_COMPRESSION_RATIO,
+        ratio_floor=settings.COMPRESSION_RATIO_FLOOR_BYTES,
     )
 
 
-@dataclass
+Member = tuple[str, str, IO[bytes]]  # (kind "version" or "model", relpath, stream)
+
+
+@dataclass(frozen=True)
 class ArtifactFiles:
-    version_files: dict[str, bytes]  # path inside the version folder -> bytes
-    model_files: dict[str, bytes]  # model-level files (labels, …) -> bytes
+    """A stored artifact's files: sizes from the archive listing, bytes streamed on demand."""
+
+    version_files: dict[str, int]  # path inside the version folder -> size
+    model_files: dict[str, int]  # model-level files (labels, …) -> size
+    path: str  # the stored artifact
+    folder: archives.ModelFolder | None  # None: a bare model.onnx
+
+    def size(self, kind: str, relpath: str) -> int:
+        return (self.version_files if kind == "version" else self.model_files)[relpath]
+
+    @contextmanager
+    def streams(
+        self, wanted: Collection[tuple[str, str]] | None = None
+    ) -> Iterator[Iterator[tuple[str, str, IO[bytes]]]]:
+        """Yields an iterator of `(kind, relpath, stream)`, kind "version" or "model",
+        for the `wanted` files (default: all), in the artifact's order. Each stream
+        is valid until the next item; nothing is read whole into memory."""
+        if self.folder is None:
+            if wanted is not None and ("version", ONNX_NAME) not in wanted:
+                yield iter(())
+                return
+            with open(self.path, "rb") as fh:
+                yield iter([("version", ONNX_NAME, fh)])
+            return
+        with closing(archives.iter_member_streams(self.path, self.folder, wanted)) as members:
+            yield members
+
+
+ONNX_NAME = "model.onnx"
 
 
 def read_artifact_files(version: ModelVersion) -> ArtifactFiles:
+    """List a version's stored files (cheap: data is not read; see ArtifactFiles.streams)."""
     # FileSystemStorage has a local path; a remote storage would need a local
     # copy first (zip and tar need to seek or stream a file object).
     path = version.artifact.path
     if version.artifact_format == ArtifactFormat.ONNX:
-        with open(path, "rb") as fh:
-            return ArtifactFiles({"model.onnx": fh.read()}, {})
-    folder = archives.inspect_archive(path, archive_limits())
-    result = ArtifactFiles({}, {})
-    for kind, relpath, data in archives.iter_files(path, folder):
-        (result.version_files if kind == "version" else result.model_files)[relpath] = data
-    return result
+        return ArtifactFiles({ONNX_NAME: os.path.getsize(path)}, {}, path, None)
+    folder = archives.list_archive(path, archive_limits())
+    return ArtifactFiles(dict(folder.version_files), dict(folder.model_files), path, folder)

@@ -9,6 +9,7 @@
 Every problem is reported against its field path, all at once.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -27,6 +28,24 @@ ALLOWED_KEYS = {
     "metadata",
     "description",
     "task_kind",
+}
+
+
+# Triton's ModelConfig.max_batch_size is an int32 (and so is the column).
+MAX_BATCH_SIZE = 2**31 - 1
+# Triton loads backend B from <backend-directory>/B/libtriton_B.so: a name with
+# a '/' or '..' would reach outside that folder. Real backends are plain words
+# (python, onnxruntime, tensorrtllm, vllm…); 64 is ModelVersion.backend's column.
+BACKEND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# The platforms Triton knows, each with the backend that serves it. An
+# ensemble runs no backend of its own: Triton schedules its steps.
+PLATFORM_BACKENDS = {
+    "onnxruntime_onnx": "onnxruntime",
+    "pytorch_libtorch": "pytorch",
+    "tensorflow_graphdef": "tensorflow",
+    "tensorflow_savedmodel": "tensorflow",
+    "tensorrt_plan": "tensorrt",
+    "ensemble": "",
 }
 
 
@@ -76,13 +95,17 @@ def parse_manifest(raw: object, derived: Mapping | None = None) -> Manifest:
         found = derived.get(key, "")
         if value and found and value != found:
             errors[f"manifest.{key}"] = f"{value!r} disagrees with the artifact, which says {found!r}"
+        elif problem := _backend_problem(key, value or found):
+            errors[f"manifest.{key}"] = problem
         setattr(m, key, value or found)
     if bool(m.backend) == bool(m.platform):
         errors["manifest.backend"] = "give exactly one of backend (e.g. python) or platform (e.g. onnxruntime_onnx)"
 
     mbs = raw.get("max_batch_size", derived.get("max_batch_size", 0))
-    if not isinstance(mbs, int) or isinstance(mbs, bool) or mbs < 0:
-        errors["manifest.max_batch_size"] = f"{mbs!r} must be an integer >= 0"
+    if not isinstance(mbs, int) or isinstance(mbs, bool) or not 0 <= mbs <= MAX_BATCH_SIZE:
+        errors["manifest.max_batch_size"] = (
+            f"{mbs!r} must be an integer from 0 to {MAX_BATCH_SIZE} (Triton holds it in an int32)"
+        )
     elif "max_batch_size" in raw and "max_batch_size" in derived and mbs != derived["max_batch_size"]:
         errors["manifest.max_batch_size"] = f"{mbs} disagrees with the artifact, which says {derived['max_batch_size']}"
     else:
@@ -91,9 +114,13 @@ def parse_manifest(raw: object, derived: Mapping | None = None) -> Manifest:
     inputs = raw.get("inputs") or derived.get("inputs")
     outputs = raw.get("outputs") or derived.get("outputs")
     try:
-        m.inputs, m.outputs = validate_schema(inputs, outputs)
+        m.inputs, m.outputs = validate_schema(inputs, outputs, m.max_batch_size)
     except SchemaError as exc:
-        errors.update({f"manifest.{k}": v for k, v in exc.errors.items()})
+        for key, message in exc.errors.items():
+            # The same limits hold for a schema read from a config.pbtxt or an ONNX graph: say so.
+            direction = key.partition("[")[0]
+            source = "" if raw.get(direction) or not derived.get(direction) else " (as the artifact declares it)"
+            errors[f"manifest.{key}"] = message + source
     else:
         for key, label in (("inputs", "input"), ("outputs", "output")):
             if raw.get(key) and derived.get(key):
@@ -142,3 +169,17 @@ def parse_manifest(raw: object, derived: Mapping | None = None) -> Manifest:
     if errors:
         raise ManifestError(errors)
     return m
+
+
+def _backend_problem(key: str, value: str) -> str:
+    if not value:
+        return ""
+    if key == "platform":
+        if value not in PLATFORM_BACKENDS:
+            return f"unknown platform {value[:80]!r}; Triton knows {', '.join(sorted(PLATFORM_BACKENDS))}"
+    elif not BACKEND_NAME.fullmatch(value):
+        return (
+            f"{value[:80]!r} is not a backend name: 1-64 letters, digits, '_' or '-' "
+            "(Triton loads the backend from a folder of that name)"
+        )
+    return ""

@@ -4,8 +4,11 @@ The artifact is inspected before anything is kept; the stored file and the
 database rows appear together or not at all.
 """
 
+import errno
 import hashlib
 import logging
+import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +30,8 @@ class NameTaken(ValueError):
     """Creating something whose name is already in use."""
 
 
-class ModelInUse(Exception):
-    """The model has a version that is, or should be, loaded somewhere."""
+class InUse(Exception):
+    """Deleting something still in use (behind an alias, deployed, …); the message says where."""
 
 
 class VersionConflict(Exception):
@@ -68,10 +71,20 @@ def inspect_artifact(path: str | Path, raw_manifest: dict) -> InspectedArtifact:
         mbs = raw_manifest.get("max_batch_size", 0) if isinstance(raw_manifest, dict) else 0
         strip = isinstance(mbs, int) and mbs > 0
         if strip and not signature.batchable:
+            unbatched = [
+                f"{kind} {s.name!r} has shape {s.dims}"
+                for kind, sigs in (("input", signature.inputs), ("output", signature.outputs))
+                for s in sigs
+                if not s.dims or s.dims[0] != -1
+            ]
             raise ManifestError(
-                {"manifest.max_batch_size": "the ONNX graph has no variable first (batch) dimension on every tensor"}
+                {
+                    "manifest.max_batch_size": f"{mbs} needs a variable first (batch) dimension on every tensor "
+                    f"of the ONNX graph, and {'; '.join(unbatched)}"
+                }
             )
 
+        # An ONNX shape [N] (one value per sample) becomes dims []: see triton_config.served_dims.
         def tensors(sigs):
             return [
                 {"name": s.name, "datatype": s.datatype, "dims": list(s.dims[1:] if strip else s.dims), "labels": None}
@@ -292,44 +305,102 @@ def update_model(model: Model, actor: Actor, **changes) -> Model:
     for key, value in changes.items():
         setattr(model, key, value)
     model.full_clean(validate_unique=False)
-    with transaction.atomic():
-        model.save()
-        if changed:
-            record(actor, "model.update", model, fields=changed)
+    if changes:
+        with transaction.atomic():
+            # Only the fields asked for: saving the whole row read at the start of the
+            # request would undo whatever was written meanwhile to the others.
+            model.save(update_fields=[*changes, "updated_at"])
+            if changed:
+                record(actor, "model.update", model, fields=changed)
     return model
 
 
-def delete_model(model: Model, actor: Actor) -> None:
-    """Delete a model with its versions, aliases and history, and its stored files.
+VERSION_PROVENANCE_FIELDS = {"git_commit", "ci_run_url", "metadata"}
 
-    Refused (ModelInUse) while any version is loaded or meant to be loaded on
-    a server; deployments that are undeployed are deleted with it.
+
+def update_version(version: ModelVersion, actor: Actor, **changes) -> ModelVersion:
+    """Correct a version's provenance. Its bytes, schema and config are what deploys rely
+    on: those never change (a changed schema is a new artifact, a new version)."""
+    unknown = set(changes) - VERSION_PROVENANCE_FIELDS
+    if unknown:
+        raise ValueError(f"cannot change {', '.join(sorted(unknown))} of a version")
+    changed = sorted(k for k, v in changes.items() if getattr(version, k) != v)
+    for key, value in changes.items():
+        setattr(version, key, value)
+    version.clean_fields(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in changes])
+    if changes:
+        with transaction.atomic():
+            version.save(update_fields=list(changes))
+            if changed:
+                record(actor, "version.update", version, fields=changed)
+    return version
+
+
+def delete_model_rows(model: Model, actor: Actor) -> None:
+    """Delete a model with its versions, aliases and history; its files go after commit.
+
+    The registry does not know where versions run: the caller (serving's
+    delete_model) refuses deployed models and removes their deployment rows first.
     """
-    from modelhub.serving.models import Deployment, DesiredState, ObservedState  # serving builds on registry
-
     with transaction.atomic():
-        # Row locks: a concurrent deploy of this model waits for us, then finds no version.
+        # Row lock: a concurrent upload or alias move of this model waits for us.
         Model.objects.select_for_update().get(pk=model.pk)
-        deployments = list(
-            Deployment.objects.select_for_update()
-            .filter(version__model=model)
-            .select_related("version", "server")
-            .order_by("pk")
-        )
-        live = [d for d in deployments if d.desired == DesiredState.LOADED or d.observed == ObservedState.LOADED]
-        if live:
-            shown = ", ".join(
-                f"v{d.version.number} on {d.server.name} (desired {d.desired}, observed {d.observed})" for d in live[:5]
-            )
-            raise ModelInUse(f"model {model.name!r} is deployed: {shown}; undeploy it first")
         files = [name for name in model.versions.values_list("artifact", flat=True) if name]
         record(actor, "model.delete", model, versions=model.versions.count())
-        Deployment.objects.filter(pk__in=[d.pk for d in deployments]).delete()
         Alias.objects.filter(model=model).delete()  # aliases protect their versions
         model.delete()
-        storage = ModelVersion._meta.get_field("artifact").storage
-        # Files go only once the rows are gone for good.
-        transaction.on_commit(lambda: [storage.delete(name) for name in files])
+        _delete_files_on_commit(files)
+
+
+def delete_version_rows(version: ModelVersion, actor: Actor) -> None:
+    """Delete one version, its schema and (after commit) its file; refused (InUse) while
+    an alias points at it. Where it runs is the caller's to check (serving's delete_version)."""
+    with transaction.atomic():
+        # The model row first, as uploads and alias moves lock it: no alias can move onto
+        # this version between the check below and the delete.
+        Model.objects.select_for_update().get(pk=version.model_id)
+        aliases = list(Alias.objects.filter(version=version).order_by("name").values_list("name", flat=True))
+        if aliases:
+            raise InUse(
+                f"{version} is behind the alias{'es' if len(aliases) > 1 else ''} {', '.join(aliases)}: "
+                "move or drop the alias first"
+            )
+        record(actor, "version.delete", version, sha256=version.sha256, size=version.size)
+        name = version.artifact.name
+        version.delete()
+        _delete_files_on_commit([name] if name else [])
+
+
+def _delete_files_on_commit(names: list[str]) -> None:
+    """Remove stored artifacts, and a model's folder once it is empty, when the rows are gone for good."""
+    storage = ModelVersion._meta.get_field("artifact").storage
+
+    def delete() -> None:
+        for name in names:
+            try:
+                storage.delete(name)
+            except OSError:  # the rows are gone either way; a stray file is only disk space
+                log.exception("could not delete the artifact %s", name)
+        for folder in {posixpath.dirname(name) for name in names} - {""}:
+            _remove_empty_folder(storage, folder)
+
+    transaction.on_commit(delete)
+
+
+def _remove_empty_folder(storage, folder: str) -> None:
+    # Django's storage API cannot remove folders; only a local one exists to remove
+    # (an object store has no folders), and rmdir refuses one a new upload just wrote to.
+    try:
+        path = storage.path(folder)
+    except NotImplementedError:
+        return
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            log.warning("could not remove the empty artifact folder %s: %s", path, exc)
 
 
 def register_upload(

@@ -3,13 +3,18 @@ JSON config a load sends, and compare the two with a registered schema.
 
 Parsing and validation go through Triton's own protobuf (ModelConfig from
 tritonclient), so an unknown field or a bad enum is caught here with the
-protobuf's message instead of by Triton at deploy time.
+protobuf's message instead of by Triton at deploy time. Datatypes translate
+through registry.datatypes (BYTES is the config's TYPE_STRING); a tensor of one
+value per sample (dims []) is written in Triton's form (see served_dims).
 """
 
 from collections.abc import Iterable, Mapping
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
+
+from modelhub.registry.datatypes import from_config, to_config
+from modelhub.registry.schema import schema_differences
 
 # Fields of ModelConfig that ModelHub owns and fills from the registered version;
 # everything else in a config.pbtxt (instance_group, dynamic_batching,
@@ -49,12 +54,44 @@ def validate_extra_config(extra: Mapping) -> dict:
     return _to_dict(message)
 
 
-def _tensor_from_config(raw: Mapping) -> dict:
+# How a tensor of one value per sample (a batch-only ONNX shape [N], or a
+# scalar) is served. Triton refuses empty dims. With batching its way is dims
+# [1] with reshape {shape: []}: clients send and receive [N, 1], metadata
+# reports [-1, 1], and the backend sees [N]. Without batching Triton has no
+# scalars at all ("scalar tensors are not supported" even with a reshape):
+# dims [1], and the backend sees [1] (ModelHub's ONNX runner turns that into
+# the graph's scalar and back).
+# The registered schema stores dims [] — the model's own per-sample shape,
+# what the ONNX graph declares — and this module alone turns it into
+# Triton's form (config) and compares it with Triton's view (metadata).
+# Only this reshape is supported: any other would have to be kept beside the
+# schema to survive a round trip.
+SCALAR_SERVED_DIMS = [1]
+SCALAR_RESHAPE = {"shape": []}
+
+
+def served_dims(dims: Iterable[int]) -> list[int]:
+    """The dims a client sends and Triton's metadata shows (batch dimension not included)."""
+    return list(dims) or list(SCALAR_SERVED_DIMS)
+
+
+def _tensor_from_config(raw: Mapping, label: str) -> dict:
+    name = raw.get("name", "")
+    # protobuf's JSON form writes int64 as strings
+    dims = [int(d) for d in raw.get("dims", [])]
+    if "reshape" in raw:
+        shape = [int(d) for d in raw["reshape"].get("shape", [])]
+        if shape or dims != SCALAR_SERVED_DIMS:
+            raise ConfigError(
+                f"{label} {name!r}: reshape from {dims} to {shape} is not supported; only dims [1] with "
+                "reshape { shape: [] } (one value per sample), which ModelHub writes for dims []",
+                "artifact",
+            )
+        dims = []
     return {
-        "name": raw.get("name", ""),
-        "datatype": raw.get("data_type", "TYPE_INVALID").removeprefix("TYPE_"),
-        # protobuf's JSON form writes int64 as strings
-        "dims": [int(d) for d in raw.get("dims", [])],
+        "name": name,
+        "datatype": from_config(raw.get("data_type", "TYPE_INVALID")),
+        "dims": dims,
         "labels": None,
     }
 
@@ -65,14 +102,25 @@ def schema_from_config(config: Mapping) -> dict:
         "backend": config.get("backend", ""),
         "platform": config.get("platform", ""),
         "max_batch_size": int(config.get("max_batch_size", 0)),
-        "inputs": [_tensor_from_config(t) for t in config.get("input", [])],
-        "outputs": [_tensor_from_config(t) for t in config.get("output", [])],
+        "inputs": [_tensor_from_config(t, "input") for t in config.get("input", [])],
+        "outputs": [_tensor_from_config(t, "output") for t in config.get("output", [])],
         "config": {k: v for k, v in config.items() if k not in OWNED_FIELDS},
     }
 
 
 def label_filename(output_name: str) -> str:
     return f"labels_{output_name}.txt"
+
+
+def _config_tensor(tensor: Mapping, max_batch_size: int) -> dict:
+    entry = {
+        "name": tensor["name"],
+        "data_type": to_config(tensor["datatype"]),
+        "dims": served_dims(tensor["dims"]),
+    }
+    if not tensor["dims"] and max_batch_size > 0:
+        entry["reshape"] = dict(SCALAR_RESHAPE)
+    return entry
 
 
 def build_model_config(
@@ -91,12 +139,10 @@ def build_model_config(
     config.update(
         name=name,
         max_batch_size=max_batch_size,
-        input=[{"name": t["name"], "data_type": f"TYPE_{t['datatype']}", "dims": list(t["dims"])} for t in inputs],
+        input=[_config_tensor(t, max_batch_size) for t in inputs],
         output=[
             {
-                "name": t["name"],
-                "data_type": f"TYPE_{t['datatype']}",
-                "dims": list(t["dims"]),
+                **_config_tensor(t, max_batch_size),
                 **({"label_filename": label_filename(t["name"])} if t.get("labels") else {}),
             }
             for t in outputs
@@ -124,3 +170,21 @@ def metadata_schema(metadata: Mapping, max_batch_size: int) -> tuple[list[dict],
         return {"name": raw.get("name", ""), "datatype": raw.get("datatype", ""), "dims": shape}
 
     return [convert(t) for t in metadata.get("inputs", [])], [convert(t) for t in metadata.get("outputs", [])]
+
+
+def metadata_differences(
+    metadata: Mapping, max_batch_size: int, inputs: Iterable[Mapping], outputs: Iterable[Mapping]
+) -> list[str]:
+    """How Triton's served metadata differs from a registered schema; [] if it agrees.
+
+    Compared in Triton's terms: a registered scalar-per-sample tensor (dims [])
+    is served as dims [1].
+    """
+    served_inputs, served_outputs = metadata_schema(metadata, max_batch_size)
+
+    def as_served(tensors: Iterable[Mapping]) -> list[dict]:
+        return [{**t, "dims": served_dims(t["dims"])} for t in tensors]
+
+    return schema_differences(as_served(inputs), served_inputs, "input") + schema_differences(
+        as_served(outputs), served_outputs, "output"
+    )

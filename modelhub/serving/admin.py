@@ -1,19 +1,121 @@
+"""Admin of servers and deployments, and of models and versions.
+
+Models and versions are here, not in the registry's admin, because deleting
+them must know where they run (serving sits above the registry). Every write
+goes through the same service functions as the API.
+"""
+
 from django.contrib import admin, messages
 
-from modelhub.audit.actors import Actor, client_ip
-from modelhub.audit.admin import AuditedAdmin
-from modelhub.audit.models import Source
-from modelhub.serving.models import Deployment, DeploymentTransition, InferenceServer
+from modelhub.audit.admin import ServiceAdmin
+from modelhub.audit.log import record
+from modelhub.registry.admin import ReadOnlyAdminMixin, TensorSpecInline
+from modelhub.registry.models import Model, ModelVersion
+from modelhub.registry.services import VERSION_PROVENANCE_FIELDS, InUse, create_model, update_model, update_version
+from modelhub.serving.models import Deployment, DeploymentTransition, DesiredState, InferenceServer
+from modelhub.serving.services import (
+    SERVER_FIELDS,
+    create_server,
+    delete_deployment,
+    delete_model,
+    delete_server,
+    delete_version,
+    request_deploy,
+    request_undeploy,
+    update_server,
+)
 from modelhub.serving.tasks import reconcile_server_task
+
+MODEL_FIELDS = {"description", "task_kind"}
+
+
+def _changes(form, fields) -> dict:
+    return {name: form.cleaned_data[name] for name in form.changed_data if name in fields}
+
+
+@admin.register(Model)
+class ModelAdmin(ServiceAdmin):
+    list_display = ["name", "task_kind", "created_at"]
+    list_filter = ["task_kind"]
+    search_fields = ["name", "description"]
+    filter_horizontal = ["owners"]
+    refusals = (InUse,)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The name is the model's name on Triton: renaming would orphan what is loaded there.
+        return ["name", "created_at", "updated_at"] if obj is not None else ["created_at", "updated_at"]
+
+    def create(self, request, obj, form):
+        fields = {name: form.cleaned_data[name] for name in MODEL_FIELDS if name in form.cleaned_data}
+        return create_model(self.actor(request), name=obj.name, **fields)
+
+    def update(self, request, obj, form):
+        update_model(Model.objects.get(pk=obj.pk), self.actor(request), **_changes(form, MODEL_FIELDS))
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change and "owners" in form.changed_data:
+            record(self.actor(request), "model.update", form.instance, fields=["owners"])
+
+    def delete(self, request, obj):
+        delete_model(obj, self.actor(request))
+
+
+class VersionDeploymentInline(ReadOnlyAdminMixin, admin.TabularInline):
+    # Where the version runs: what stops it from being deleted.
+    model = Deployment
+    extra = 0
+    fields = ["server", "desired", "observed", "observed_at", "last_error"]
+    readonly_fields = fields
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ServiceAdmin):
+    list_display = ["model", "number", "backend", "platform", "max_batch_size", "size", "created_at", "created_by"]
+    list_filter = ["backend", "platform"]
+    search_fields = ["model__name", "sha256", "git_commit"]
+    list_select_related = ["model", "created_by"]
+    inlines = [TensorSpecInline, VersionDeploymentInline]
+    refusals = (InUse,)
+    # Bytes, schema and config are what was uploaded and what deploys check against:
+    # only provenance (git commit, CI run, metadata) may be corrected by hand.
+    readonly_fields = [
+        "model",
+        "number",
+        "artifact",
+        "artifact_format",
+        "sha256",
+        "size",
+        "version_files",
+        "model_files",
+        "backend",
+        "platform",
+        "max_batch_size",
+        "triton_config",
+        "created_by",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False  # versions are uploaded (POST /api/v1/models/{name}/versions/)
+
+    def update(self, request, obj, form):
+        update_version(
+            ModelVersion.objects.get(pk=obj.pk), self.actor(request), **_changes(form, VERSION_PROVENANCE_FIELDS)
+        )
+
+    def delete(self, request, obj):
+        delete_version(obj, self.actor(request))
 
 
 @admin.register(InferenceServer)
-class InferenceServerAdmin(AuditedAdmin):
+class InferenceServerAdmin(ServiceAdmin):
     list_display = ["name", "base_url", "enabled", "live", "ready", "triton_version", "last_seen_at"]
     list_filter = ["enabled", "live", "ready"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["live", "ready", "last_seen_at", "last_checked_at", "last_error", "triton_version", "extensions"]
     actions = ["reconcile_now"]
+    refusals = (InUse,)
 
     @admin.action(description="Reconcile selected servers now")
     def reconcile_now(self, request, queryset):
@@ -21,45 +123,60 @@ class InferenceServerAdmin(AuditedAdmin):
             reconcile_server_task.delay(server.pk)
         messages.info(request, f"Reconciliation queued for {queryset.count()} server(s).")
 
+    def create(self, request, obj, form):
+        fields = {name: form.cleaned_data[name] for name in SERVER_FIELDS if name in form.cleaned_data}
+        return create_server(self.actor(request), **fields)
 
-class DeploymentTransitionInline(admin.TabularInline):
+    def update(self, request, obj, form):
+        update_server(InferenceServer.objects.get(pk=obj.pk), self.actor(request), **_changes(form, SERVER_FIELDS))
+
+    def delete(self, request, obj):
+        delete_server(obj, self.actor(request))
+
+
+class DeploymentTransitionInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = DeploymentTransition
     extra = 0
-    can_delete = False
-    readonly_fields = ["created_at", "from_state", "to_state", "error"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
+    fields = ["created_at", "from_state", "to_state", "error"]
+    readonly_fields = fields
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(AuditedAdmin):
+class DeploymentAdmin(ServiceAdmin):
     list_display = ["version", "server", "desired", "observed", "observed_at", "last_error"]
     list_filter = ["desired", "observed", "server"]
     list_select_related = ["version__model", "server"]
     search_fields = ["version__model__name", "server__name"]
-    # Observed state is the reconciler's to write (modelhub.serving.transitions).
-    readonly_fields = ["observed", "last_error", "observed_at", "checked_at", "retry_at", "created_at", "desired_at"]
     inlines = [DeploymentTransitionInline]
+    refusals = (InUse,)
+    # Observed state is the reconciler's to write (modelhub.serving.transitions).
+    observed_fields = ["observed", "last_error", "observed_at", "checked_at", "retry_at", "created_at", "desired_at"]
 
-    def save_model(self, request, obj, form, change):
-        from modelhub.serving.services import request_deploy, request_undeploy
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []  # a new deployment has no history
 
-        actor = Actor(source=Source.ADMIN, user=request.user, remote_addr=client_ip(request))
-        request_change = request_deploy if obj.desired == "loaded" else request_undeploy
-        obj.pk = request_change(obj.version, [obj.server], actor)[0].pk
-        obj.refresh_from_db()
+    def get_readonly_fields(self, request, obj=None):
+        # A deployment is one version on one server: changing either would be another deployment.
+        return ["version", "server", *self.observed_fields] if obj is not None else self.observed_fields
+
+    def _request(self, request, obj) -> Deployment:
+        change = request_deploy if obj.desired == DesiredState.LOADED else request_undeploy
+        return change(obj.version, [obj.server], self.actor(request))[0]
+
+    def create(self, request, obj, form):
+        return self._request(request, obj)
+
+    def update(self, request, obj, form):
+        if "desired" in form.changed_data:
+            self._request(request, obj)
+
+    def delete(self, request, obj):
+        delete_deployment(obj, self.actor(request))
 
 
 @admin.register(DeploymentTransition)
-class DeploymentTransitionAdmin(admin.ModelAdmin):
+class DeploymentTransitionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Transitions are history: written by the reconciler only.
     list_display = ["created_at", "deployment", "from_state", "to_state", "error"]
     list_filter = ["to_state"]
     list_select_related = ["deployment__version__model", "deployment__server"]
-
-    # Transitions are history: written by the reconciler only.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

@@ -6,18 +6,30 @@ in the repository index), then loads or unloads. All versions of one model on
 one server are one Triton model, loaded in one call with
 version_policy.specific, so a load always sends every wanted version.
 
-It is idempotent: a second run finds nothing to do. Runs for one server are
-serialised by a lock, so two workers never load the same model twice. No
-database transaction is open while Triton is called.
+Each model is reconciled on its own: under its own lock (per server and
+model, so two workers never load the same model twice while a slow load of one
+model never holds back another), on its own thread when a server has several,
+and with its own error handling, so one bad model (a missing file, a load that
+hangs, a bug) fails that model's deployments with a back-off and the pass goes
+on with the rest. A loaded version is kept only if Triton's metadata and a
+smoke inference with inputs generated from the schema agree with the
+registered schema; one that does not is failed and unloaded, never left
+serving behind "failed".
+
+It is idempotent: a second run finds nothing to do. No database transaction
+is open while Triton is called.
 """
 
 import logging
 import re
-from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import gevent
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from modelhub.audit.actors import SYSTEM
@@ -25,21 +37,28 @@ from modelhub.audit.log import record
 from modelhub.lib.onnx_models import ONNX_RUNNER_MODEL_PY
 from modelhub.registry.artifacts import read_artifact_files
 from modelhub.registry.models import Model, ModelVersion
-from modelhub.registry.schema import schema_differences
-from modelhub.registry.triton_config import build_model_config, label_filename, metadata_schema
-from modelhub.serving.locks import server_lock
+from modelhub.registry.triton_config import build_model_config, label_filename, metadata_differences, metadata_schema
+from modelhub.serving.locks import model_lock
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
-from modelhub.serving.transitions import observe
-from modelhub.serving.triton_client import TritonClient, TritonError, TritonUnavailable
+from modelhub.serving.probe_inputs import answer_differences, probe_inputs
+from modelhub.serving.transitions import hold_off, observe
+from modelhub.serving.triton_client import FileGroup, TritonClient, TritonError, TritonUnavailable
 
 log = logging.getLogger(__name__)
+
+# Models of one server reconciled at once, each on its own thread, database
+# connection and Triton client: a load that hangs occupies one of them.
+PARALLEL_MODELS = 8
+# A model whose desired state changes while it is being reconciled is looked
+# at again at once (the run that change enqueued found it busy), this often at most.
+MAX_ROUNDS = 5
 
 
 @dataclass
 class ReconcileReport:
     server: str
-    busy: bool = False  # another run holds this server's lock
     reachable: bool = True
+    busy: list[str] = field(default_factory=list)  # models another run was reconciling; it picks up changes
     loads: list[str] = field(default_factory=list)  # "model: versions" per load call
     unloads: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -48,51 +67,51 @@ class ReconcileReport:
     def changed(self) -> bool:
         return bool(self.loads or self.unloads)
 
+    def add(self, other: "ReconcileReport") -> None:
+        self.busy += other.busy
+        self.loads += other.loads
+        self.unloads += other.unloads
+        self.failures += other.failures
+
 
 def reconcile_server(server_id: int) -> ReconcileReport:
     server = InferenceServer.objects.get(pk=server_id)
-    with server_lock(server.pk) as acquired:
-        if not acquired:
-            return ReconcileReport(server.name, busy=True)
-        return _reconcile(server)
-
-
-def _reconcile(server: InferenceServer) -> ReconcileReport:
     report = ReconcileReport(server.name)
     if not server.enabled:
         return report
-    deployments = list(
-        Deployment.objects.filter(server=server)
-        .exclude(desired=DesiredState.UNLOADED, observed=ObservedState.UNLOADED)
-        .select_related("version__model")
-        .prefetch_related("version__tensors")
+    active = Deployment.objects.filter(server=server).exclude(
+        desired=DesiredState.UNLOADED, observed=ObservedState.UNLOADED
     )
     client = TritonClient.for_server(server)
     try:
-        try:
-            record_server_health(server, client)
-        except TritonUnavailable as exc:
-            report.reachable = False
-            for deployment in deployments:
-                if deployment.desired == DesiredState.LOADED:
-                    observe(deployment, ObservedState.FAILED, str(exc))
-            report.failures.append(str(exc))
-            return report
-        by_model: dict[Model, list[Deployment]] = defaultdict(list)
-        for deployment in deployments:
-            by_model[deployment.version.model].append(deployment)
-        for model, model_deployments in by_model.items():
-            try:
-                _reconcile_model(server, client, model, model_deployments, report)
-            except TritonError as exc:
-                # One model's trouble must not stop the others.
-                report.failures.append(str(exc))
-                for deployment in model_deployments:
-                    if deployment.desired == DesiredState.LOADED:
-                        observe(deployment, ObservedState.FAILED, str(exc))
+        record_server_health(server, client)
+    except TritonUnavailable as exc:
+        report.reachable = False
+        report.failures.append(str(exc))
+        for deployment in active.filter(desired=DesiredState.LOADED):
+            observe(deployment, ObservedState.FAILED, str(exc))
+        return report
     finally:
         client.close()
+    models = list(Model.objects.filter(pk__in=active.values("version__model_id")).order_by("name"))
+    if len(models) == 1:
+        report.add(_reconcile_model_locked(server, models[0]))
+        return report
+    with ThreadPoolExecutor(min(PARALLEL_MODELS, len(models) or 1), thread_name_prefix="reconcile") as pool:
+        for part in pool.map(lambda model: _on_own_thread(server, model), models):
+            report.add(part)
     return report
+
+
+def _on_own_thread(server: InferenceServer, model: Model) -> "ReconcileReport":
+    try:
+        return _reconcile_model_locked(server, model)
+    finally:
+        # Threads of a pool die with it: close what each opened, its database
+        # connection (and with it any advisory lock) and the gevent hub the
+        # Triton client's timeouts run on (two file descriptors each).
+        connection.close()
+        gevent.get_hub().destroy(destroy_loop=True)
 
 
 def record_server_health(server: InferenceServer, client: TritonClient) -> None:
@@ -117,45 +136,186 @@ def record_server_health(server: InferenceServer, client: TritonClient) -> None:
     )
 
 
+def _reconcile_model_locked(server: InferenceServer, model: Model) -> ReconcileReport:
+    report = ReconcileReport(server.name)
+    for round_number in range(MAX_ROUNDS):
+        with model_lock(server.pk, model.pk) as acquired:
+            if not acquired:
+                if round_number == 0:
+                    report.busy.append(model.name)
+                return report
+            seen = _reconcile_model_safely(server, model, report)
+        # A change committed while we held the lock was skipped by the run it
+        # enqueued (it found the model busy), so look again once the lock is
+        # free; if someone else holds it by then, that run sees the change.
+        if _desired_snapshot(server, model) == seen:
+            break
+    return report
+
+
+def _desired_snapshot(server: InferenceServer, model: Model) -> frozenset:
+    # Only what requests write: the reconciler's own writes must not look like changes.
+    rows = Deployment.objects.filter(server=server, version__model=model)
+    return frozenset(rows.values_list("pk", "desired", "desired_at"))
+
+
+def _reconcile_model_safely(server: InferenceServer, model: Model, report: ReconcileReport) -> frozenset:
+    """Reconcile one model; whatever goes wrong fails its deployments, not the pass."""
+    seen = _desired_snapshot(server, model)
+    client = TritonClient.for_server(server)
+    try:
+        deployments = list(
+            Deployment.objects.filter(server=server, version__model=model)
+            .exclude(desired=DesiredState.UNLOADED, observed=ObservedState.UNLOADED)
+            .select_related("version__model")
+            .prefetch_related("version__tensors")
+        )
+        _reconcile_model(server, client, model, deployments, report)
+    except Exception as exc:
+        # One model's trouble, whatever it is, must not stop the others.
+        log.exception("reconciling model %s on server %s failed", model.name, server.name)
+        error = str(exc) if isinstance(exc, TritonError) else f"reconciling {model.name} on {server.name} failed: "
+        if not isinstance(exc, TritonError):
+            error += f"{type(exc).__name__}: {exc}"
+        report.failures.append(error)
+        # An unreachable server is not the model's fault: no back-off, so it is
+        # loaded again as soon as the server answers.
+        _fail_model(server, model, error, backoff=not isinstance(exc, TritonUnavailable))
+    finally:
+        client.close()
+    return seen
+
+
+def _fail_model(server: InferenceServer, model: Model, error: str, *, backoff: bool) -> None:
+    retry_at = _retry_at() if backoff else None
+    for deployment in Deployment.objects.filter(server=server, version__model=model, desired=DesiredState.LOADED):
+        # Never shorten a back-off written earlier in this pass (before a load).
+        later = max((t for t in (deployment.retry_at, retry_at) if t is not None), default=None)
+        observe(deployment, ObservedState.FAILED, error, retry_at=later)
+
+
+def _retry_at():
+    return timezone.now() + timedelta(seconds=settings.DEPLOY_RETRY_AFTER_S)
+
+
 def _is_waiting_to_retry(deployment: Deployment, now) -> bool:
-    return deployment.observed == ObservedState.FAILED and deployment.retry_at is not None and deployment.retry_at > now
+    return deployment.retry_at is not None and deployment.retry_at > now
+
+
+def _fail_interrupted_loads(server: InferenceServer, deployments: list[Deployment], now) -> None:
+    """A back-off on a deployment not observed failed was written before a load
+    whose outcome was never recorded: the worker died during the load. Say so."""
+    for deployment in deployments:
+        if (
+            deployment.desired == DesiredState.LOADED
+            and deployment.observed != ObservedState.FAILED
+            and _is_waiting_to_retry(deployment, now)
+        ):
+            observe(
+                deployment,
+                ObservedState.FAILED,
+                f"the load of version {deployment.version.number} on {server.name} "
+                "did not finish: the worker running it stopped before Triton answered (killed, out of memory?); "
+                f"next attempt after {deployment.retry_at.isoformat(timespec='seconds')}",
+                retry_at=deployment.retry_at,
+            )
 
 
 def _reconcile_model(
     server: InferenceServer, client: TritonClient, model: Model, deployments: list[Deployment], report: ReconcileReport
 ) -> None:
     now = timezone.now()
-    wanted = {
+    _fail_interrupted_loads(server, deployments, now)
+    loaded = [d for d in deployments if d.desired == DesiredState.LOADED]
+    if loaded and len(loaded) == len(deployments) and all(_is_waiting_to_retry(d, now) for d in loaded):
+        # Nothing to do before the back-off ends, so ask Triton nothing: a
+        # failed model costs no calls, and Triton does not answer calls about
+        # a model it is still loading (after a load that timed out) at all.
+        return
+    served = client.served_versions(model.name)
+    # A version backing off is not loaded again before its time, but one that
+    # Triton serves anyway (a load that timed out and finished later) is kept
+    # if it passes the checks, not thrown away.
+    candidates = {
         d.version.number: d
         for d in deployments
-        if d.desired == DesiredState.LOADED and not _is_waiting_to_retry(d, now)
+        if d.desired == DesiredState.LOADED and (d.version.number in served or not _is_waiting_to_retry(d, now))
     }
-    wanted = _drop_incompatible(server, wanted)
-    served = client.served_versions(model.name)
+    candidates = _drop_incompatible(server, candidates)
 
-    if set(wanted) != served:
-        if wanted:
-            _load(server, client, model, wanted, served, report)
-        else:
-            client.unload(model.name)
-            report.unloads.append(model.name)
-            record(SYSTEM, "triton.unload", server, model=model.name)
-        served = client.served_versions(model.name)
+    rejected: set[int] = set()  # failed to load or failed the checks: not kept
+    verified: set[int] = set()
+    while True:
+        target = {n: d for n, d in candidates.items() if n not in rejected}
+        if set(target) != served:
+            if target:
+                try:
+                    rejected |= _load(server, client, model, target, served, report)
+                except _LoadStillRunning:
+                    return  # its versions are failed with a back-off; Triton would not answer about it now
+            else:
+                client.unload(model.name)
+                report.unloads.append(model.name)
+                record(SYSTEM, "triton.unload", server, model=model.name)
+            served = client.served_versions(model.name)
+        bad = set()
+        for number in sorted((set(target) - rejected - verified) & served):
+            problem = _check_served(client, target[number])
+            if problem:
+                problem += f"; not kept loaded on {server.name}"
+                observe(target[number], ObservedState.FAILED, problem, retry_at=_retry_at())
+                record(SYSTEM, "triton.check_failed", server, model=model.name, versions=[number], error=problem)
+                report.failures.append(problem)
+                bad.add(number)
+            else:
+                verified.add(number)
+        if not bad:
+            break
+        rejected |= bad  # the next round loads the model without them, or unloads it
 
     for deployment in deployments:
         number = deployment.version.number
         if deployment.desired == DesiredState.UNLOADED:
             if number not in served:
                 observe(deployment, ObservedState.UNLOADED)
-            continue
-        if number in served:
-            problem = _schema_mismatch(client, deployment.version)
-            if problem:
-                observe(deployment, ObservedState.FAILED, problem)
-            else:
-                observe(deployment, ObservedState.LOADED)
-        elif deployment.observed != ObservedState.FAILED:
-            observe(deployment, ObservedState.FAILED, f"version {number} is not ready on {server.name} after load")
+        elif number in verified and number in served:
+            observe(deployment, ObservedState.LOADED)
+        elif number in candidates and number not in rejected:
+            observe(
+                deployment,
+                ObservedState.FAILED,
+                f"version {number} is not ready on {server.name} after load",
+                retry_at=_retry_at(),
+            )
+
+
+def _check_served(client: TritonClient, deployment: Deployment) -> str:
+    """'' if a served version agrees with its registered schema, else what differs.
+
+    The metadata is compared on every pass (cheap); the smoke inference runs
+    only when the version is not yet observed loaded, i.e. after a load.
+    """
+    problem = _schema_mismatch(client, deployment.version)
+    if problem or deployment.observed == ObservedState.LOADED:
+        return problem
+    return _smoke_mismatch(client, deployment.version)
+
+
+def _smoke_mismatch(client: TritonClient, version: ModelVersion) -> str:
+    """One inference with random inputs generated from the registered schema;
+    '' if the answer's outputs have the registered names, datatypes and shapes."""
+    arrays, datatypes = probe_inputs([t.as_dict() for t in version.inputs], version.max_batch_size)
+    try:
+        answer = client.infer_outputs(version.model.name, version.number, arrays, datatypes)
+    except TritonUnavailable:
+        raise
+    except TritonError as exc:
+        return f"smoke inference of {version} with inputs generated from its schema failed: {exc}"
+    _, answered = metadata_schema({"outputs": answer}, version.max_batch_size)
+    problems = answer_differences([t.as_dict() for t in version.outputs], answered)
+    if not problems:
+        return ""
+    return f"smoke inference of {version} answered outside its registered schema: " + "; ".join(problems)
 
 
 def _drop_incompatible(server: InferenceServer, wanted: dict[int, Deployment]) -> dict[int, Deployment]:
@@ -175,37 +335,85 @@ def _drop_incompatible(server: InferenceServer, wanted: dict[int, Deployment]) -
                 ObservedState.FAILED,
                 f"version {number} cannot be served beside version {newest} on {server.name}: Triton serves one "
                 "model config for all versions of a model, and theirs differ (schema, backend or batching)",
-                retry_at=timezone.now() + timedelta(seconds=settings.DEPLOY_RETRY_AFTER_S),
+                retry_at=_retry_at(),
             )
     return result
+
+
+class _LoadStillRunning(Exception):
+    """A load call timed out; Triton may still be loading the model."""
 
 
 _FAILED_VERSION = re.compile(r"version (\d+) is at UNAVAILABLE state")
 
 
-def _load(server, client, model, wanted: dict[int, Deployment], served: set[int], report: ReconcileReport) -> None:
-    """Load the wanted versions; if Triton names versions that failed, mark
-    those and try again without them (Triton keeps serving what it had)."""
+def _load(
+    server: InferenceServer,
+    client: TritonClient,
+    model: Model,
+    wanted: dict[int, Deployment],
+    served: set[int],
+    report: ReconcileReport,
+) -> set[int]:
+    """Load the wanted versions; returns those that failed, each observed
+    failed with a back-off. If Triton names the versions that failed, or the
+    request for new versions cannot be built (a missing artifact file), try
+    again without them (Triton keeps serving what it had)."""
     attempt = dict(wanted)
+    failed: set[int] = set()
+    triton_refused = False
     while attempt and set(attempt) != served:
-        config, files = build_load_request(server, model.name, [d.version for d in attempt.values()])
+        new = set(attempt) - served
+        retry_at = _retry_at()
+        # The back-off goes first: if this load kills the worker, the next
+        # pass finds it and does not load the same thing again at once.
+        hold_off([attempt[n] for n in new], retry_at)
+        versions = sorted(attempt)
         try:
+            config, files = build_load_request(server, model.name, [d.version for d in attempt.values()])
             client.load(model.name, config, files)
-            report.loads.append(f"{model.name}: {sorted(attempt)}")
-            record(SYSTEM, "triton.load", server, model=model.name, versions=sorted(attempt))
-            return
-        except TritonUnavailable:
-            raise
+        except TritonUnavailable as exc:
+            # Most often the load outlasted TRITON_LOAD_TIMEOUT_S: back off as
+            # from any failed load. Triton may still finish it; a version it
+            # serves by a later pass is checked and kept. (Had the server gone
+            # down, the next pass finds it so and clears the back-off.)
+            culprits = new or set(attempt)
+            error = f"{exc} (Triton may still be loading it; it is not loaded again before the back-off ends)"
+            _fail_load(server, model, attempt, culprits, error, retry_at, report)
+            raise _LoadStillRunning from exc
         except TritonError as exc:
+            triton_refused = True
             named = {int(v) for v in _FAILED_VERSION.findall(exc.detail)} & set(attempt)
-            culprits = named or set(attempt)
-            retry_at = timezone.now() + timedelta(seconds=settings.DEPLOY_RETRY_AFTER_S)
-            for number in culprits:
-                observe(attempt.pop(number), ObservedState.FAILED, str(exc), retry_at=retry_at)
-            record(SYSTEM, "triton.load_failed", server, model=model.name, versions=sorted(culprits), error=str(exc))
-            report.failures.append(str(exc))
+            culprits = named or new or set(attempt)
+            _fail_load(server, model, attempt, culprits, str(exc), retry_at, report)
+            failed |= culprits
             if not named:
-                return
+                break
+        except Exception as exc:  # the request could not be built: a missing or unreadable artifact
+            log.exception("preparing the load of %s versions %s on %s failed", model.name, versions, server.name)
+            culprits = new or set(attempt)
+            error = f"preparing the load of {model.name} versions {versions} on {server.name} failed: "
+            _fail_load(server, model, attempt, culprits, error + f"{type(exc).__name__}: {exc}", retry_at, report)
+            failed |= culprits
+        else:
+            report.loads.append(f"{model.name}: {versions}")
+            record(SYSTEM, "triton.load", server, model=model.name, versions=versions)
+            return failed
+    if triton_refused and not served:
+        # Triton keeps the folder it unpacked a failed load into until the
+        # model is unloaded; nothing of this model is served, so unload it.
+        try:
+            client.unload(model.name)
+        except TritonError as exc:
+            log.warning("unloading %s on %s after its failed load: %s", model.name, server.name, exc)
+    return failed
+
+
+def _fail_load(server, model, attempt: dict[int, Deployment], culprits: set[int], error: str, retry_at, report) -> None:
+    for number in culprits:
+        observe(attempt.pop(number), ObservedState.FAILED, error, retry_at=retry_at)
+    record(SYSTEM, "triton.load_failed", server, model=model.name, versions=sorted(culprits), error=error)
+    report.failures.append(error)
 
 
 def deployable_config(server: InferenceServer, version: ModelVersion, versions: list[int]) -> dict:
@@ -225,41 +433,61 @@ def deployable_config(server: InferenceServer, version: ModelVersion, versions: 
 
 
 def _needs_onnx_runner(server: InferenceServer, version: ModelVersion) -> bool:
-    # A bare ONNX version sent to a server known to lack the onnxruntime
-    # backend runs there inside ModelHub's python-backend runner instead.
-    return (
-        version.platform == "onnxruntime_onnx"
-        and bool(server.backends)
-        and "onnxruntime" not in server.backends
-        and "python" in server.backends
-    )
+    from modelhub.serving.backends import needs_onnx_runner  # the one place that knows backends
+
+    return needs_onnx_runner(server, version)
 
 
-def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple[dict, dict[str, bytes]]:
-    """The config and file overrides of one load call for `versions` of a model."""
+def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple[dict, list[FileGroup]]:
+    """The config and files of one load call for `versions` of a model.
+
+    The artifacts are only listed here; the load streams their files from
+    storage, so memory does not grow with the model. Generated files (the
+    ONNX runner, labels) are small and built in memory. Where two sources give
+    the same path, the later wins: newer versions' model-level files, then
+    generated files.
+    """
     newest = max(versions, key=lambda v: v.number)
     config = deployable_config(server, newest, [v.number for v in versions])
-    files: dict[str, bytes] = {}
+    artifacts = []
+    owner: dict[str, tuple[int, str, str] | None] = {}  # path -> (artifact index, kind, relpath); None: generated
+    generated: dict[str, bytes] = {}
     for version in sorted(versions, key=lambda v: v.number):
-        artifact = read_artifact_files(version)
-        for path, data in artifact.model_files.items():
-            files[path] = data
-        for path, data in artifact.version_files.items():
-            files[f"{version.number}/{path}"] = data
+        index, artifact = len(artifacts), read_artifact_files(version)
+        artifacts.append(artifact)
+        for path in artifact.model_files:
+            owner[path] = (index, "model", path)
+        for path in artifact.version_files:
+            owner[f"{version.number}/{path}"] = (index, "version", path)
         if _needs_onnx_runner(server, version):
-            files[f"{version.number}/model.py"] = ONNX_RUNNER_MODEL_PY.encode()
+            generated[f"{version.number}/model.py"] = ONNX_RUNNER_MODEL_PY.encode()
     for tensor in newest.outputs:
         if tensor.labels:
-            files[label_filename(tensor.name)] = "\n".join(tensor.labels).encode() + b"\n"
-    return config, files
+            generated[label_filename(tensor.name)] = "\n".join(tensor.labels).encode() + b"\n"
+    owner.update(dict.fromkeys(generated))
+
+    def artifact_group(index: int) -> FileGroup:
+        artifact = artifacts[index]
+        paths = {(o[1], o[2]): path for path, o in owner.items() if o and o[0] == index}  # (kind, relpath) -> path
+        sizes = {path: artifact.size(kind, relpath) for (kind, relpath), path in paths.items()}
+
+        @contextmanager
+        def open_streams():
+            with artifact.streams(paths) as members:
+                yield ((paths[kind, relpath], stream) for kind, relpath, stream in members)
+
+        return FileGroup(sizes, open_streams)
+
+    groups = [artifact_group(index) for index in range(len(artifacts))]
+    return config, [group for group in groups if group.sizes] + [FileGroup.in_memory(generated)]
 
 
 def _schema_mismatch(client: TritonClient, version: ModelVersion) -> str:
     """Compare Triton's served metadata with the registered schema; '' if they agree."""
     metadata = client.model_metadata(version.model.name, version.number)
-    inputs, outputs = metadata_schema(metadata, version.max_batch_size)
-    problems = schema_differences([t.as_dict() for t in version.inputs], inputs, "input")
-    problems += schema_differences([t.as_dict() for t in version.outputs], outputs, "output")
+    problems = metadata_differences(
+        metadata, version.max_batch_size, [t.as_dict() for t in version.inputs], [t.as_dict() for t in version.outputs]
+    )
     if not problems:
         return ""
     return f"served metadata of {version} disagrees with its registered schema: " + "; ".join(problems)

@@ -11,9 +11,10 @@ from django.utils import timezone
 
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
-from modelhub.registry.models import ModelVersion
-from modelhub.registry.services import NameTaken
-from modelhub.serving.models import Deployment, DesiredState, InferenceServer
+from modelhub.registry.models import Model, ModelVersion
+from modelhub.registry.services import InUse, NameTaken, delete_model_rows, delete_version_rows
+from modelhub.serving.backends import check_servable
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 
 
 def servers_with_label(label: str, *, enabled_only: bool = True) -> list[InferenceServer]:
@@ -46,14 +47,110 @@ def update_server(server: InferenceServer, actor: Actor, **changes) -> Inference
     for key, value in changes.items():
         setattr(server, key, value)
     server.full_clean(validate_unique=False)
+    if not changes:
+        return server
     try:
         with transaction.atomic():
-            server.save()
+            # Only the fields asked for: the reconciler writes health fields (live, ready,
+            # last_error, …) meanwhile, and a whole-row save would put stale ones back.
+            server.save(update_fields=list(changes))
             if changed:
                 record(actor, "inferenceserver.update", server, fields=changed)
     except IntegrityError:
         raise NameTaken(f"a server named {server.name!r} already exists") from None
     return server
+
+
+def delete_server(server: InferenceServer, actor: Actor) -> None:
+    """Forget a server. Refused (InUse) while any deployment on it is meant to be loaded:
+    undeploy first, so that nothing stays loaded on a Triton nobody manages any more.
+    Its other deployment rows (and their transitions) go with it."""
+    with transaction.atomic():
+        # Row lock: a concurrent deploy to this server waits for us, then finds it gone.
+        InferenceServer.objects.select_for_update().get(pk=server.pk)
+        deployments = _locked_deployments(server=server)
+        wanted = [d for d in deployments if d.desired == DesiredState.LOADED]
+        if wanted:
+            raise InUse(
+                f"server {server.name!r} has deployments meant to be loaded: "
+                f"{_describe(wanted, server=False)}; undeploy them first"
+            )
+        record(actor, "inferenceserver.delete", server, deployments=len(deployments))
+        Deployment.objects.filter(pk__in=[d.pk for d in deployments]).delete()
+        server.delete()
+
+
+def delete_model(model: Model, actor: Actor) -> None:
+    """Delete a model with its versions, aliases, history and files.
+
+    Refused (InUse) while any version is loaded or meant to be loaded on a
+    server; its deployments that are undeployed are deleted with it.
+    """
+    with transaction.atomic():
+        # The model row first (as uploads and alias moves lock it), then its deployments:
+        # a concurrent deploy of this model waits for us, then finds no version.
+        Model.objects.select_for_update().get(pk=model.pk)
+        deployments = _locked_deployments(version__model=model)
+        live = _live(deployments)
+        if live:
+            raise InUse(f"model {model.name!r} is deployed: {_describe(live)}; undeploy it first")
+        Deployment.objects.filter(pk__in=[d.pk for d in deployments]).delete()
+        delete_model_rows(model, actor)
+
+
+def delete_version(version: ModelVersion, actor: Actor) -> None:
+    """Delete one version with its schema and file.
+
+    Refused (InUse) while it is loaded or meant to be loaded on a server, or
+    while an alias points at it; its undeployed deployment rows go with it.
+    """
+    with transaction.atomic():
+        Model.objects.select_for_update().get(pk=version.model_id)
+        # The version row too: a concurrent deploy's new deployment row waits on it.
+        ModelVersion.objects.select_for_update().get(pk=version.pk)
+        deployments = _locked_deployments(version=version)
+        live = _live(deployments)
+        if live:
+            raise InUse(f"{version} is deployed: {_describe(live, version=False)}; undeploy it first")
+        Deployment.objects.filter(pk__in=[d.pk for d in deployments]).delete()
+        delete_version_rows(version, actor)
+
+
+def delete_deployment(deployment: Deployment, actor: Actor) -> None:
+    """Drop a deployment row once it is neither wanted nor loaded (the admin's delete);
+    deleting a loaded one would leave the model on Triton with nobody to unload it."""
+    with transaction.atomic():
+        current = _locked_deployments(pk=deployment.pk)
+        if not current:
+            return
+        if _live(current):
+            raise InUse(f"{_describe(current)} is still deployed; undeploy it first")
+        record(actor, "deployment.delete", current[0])
+        current[0].delete()
+
+
+def _locked_deployments(**where) -> list[Deployment]:
+    return list(
+        Deployment.objects.select_for_update(of=("self",))
+        .filter(**where)
+        .select_related("version__model", "server")
+        .order_by("pk")
+    )
+
+
+def _live(deployments: list[Deployment]) -> list[Deployment]:
+    """Deployments loaded on Triton, or meant to be: deleting them would strand a model there."""
+    return [d for d in deployments if d.desired == DesiredState.LOADED or d.observed == ObservedState.LOADED]
+
+
+def _describe(deployments: list[Deployment], *, server: bool = True, version: bool = True, limit: int = 5) -> str:
+    parts = []
+    for d in deployments[:limit]:
+        what = f"{d.version.model.name} v{d.version.number}" if version else ""
+        where = f"on {d.server.name}" if server else ""
+        parts.append(f"{' '.join(p for p in (what, where) if p)} (desired {d.desired}, observed {d.observed})")
+    more = len(deployments) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
 def _set_desired(
@@ -83,6 +180,9 @@ def _set_desired(
 
 
 def request_deploy(version: ModelVersion, servers: Iterable[InferenceServer], actor: Actor) -> list[Deployment]:
+    """Raises BackendMissing, writing nothing, if a server declares backends that cannot serve `version`."""
+    servers = list(servers)
+    check_servable(version, servers)
     return _set_desired(version, servers, DesiredState.LOADED, actor)
 
 

@@ -10,22 +10,27 @@ from modelhub.serving.reconciler import reconcile_server
 log = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, max_retries=30, acks_late=True)
-def reconcile_server_task(self, server_id: int) -> dict:
+@shared_task(acks_late=True)
+def reconcile_server_task(server_id: int) -> dict:
+    # No retry when a model is busy: the run that holds it looks again at its
+    # desired state after releasing the lock, so a change it missed is not lost.
     report = reconcile_server(server_id)
-    if report.busy:
-        # Another run holds the server; it may have read desired state before
-        # the change that enqueued us, so look again shortly.
-        raise self.retry(countdown=2)
     if report.changed or report.failures:
         log.info(
-            "reconciled %s: loads=%s unloads=%s failures=%s",
+            "reconciled %s: loads=%s unloads=%s failures=%s busy=%s",
             report.server,
             report.loads,
             report.unloads,
             report.failures,
+            report.busy,
         )
-    return {"server": report.server, "loads": report.loads, "unloads": report.unloads, "failures": report.failures}
+    return {
+        "server": report.server,
+        "loads": report.loads,
+        "unloads": report.unloads,
+        "failures": report.failures,
+        "busy": report.busy,
+    }
 
 
 @shared_task

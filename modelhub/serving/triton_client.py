@@ -6,18 +6,28 @@ every failure becomes a TritonError whose message says which server, which
 call and what Triton said, ready to be stored and shown to an operator.
 """
 
+import base64
+import http.client
+import io
 import json
+import socket
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import IO
+from urllib.parse import quote, urlsplit
 
 import gevent
+import gevent.socket
+import gevent.ssl
 import numpy as np
+import rapidjson
 import tritonclient.http as triton_http
 from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.http._utils import _raise_if_error  # tritonclient's own reading of Triton's {"error": ...}
 from tritonclient.utils import InferenceServerException
 
 
@@ -47,6 +57,169 @@ def _hostport(base_url: str) -> tuple[str, bool]:
     return f"{parts.hostname}:{port}", parts.scheme == "https"
 
 
+# --- load requests, streamed ---------------------------------------------------
+# A load carries every file of the model base64-encoded inside one JSON body.
+# Built whole, that body holds a model several times over in memory (bytes,
+# base64, JSON text, encoded body); streamed, a load needs a few chunks.
+
+# Raw bytes encoded at a time: a multiple of 3, so every chunk but the last
+# encodes without padding and the chunks join into one valid base64 text.
+B64_CHUNK_BYTES = 3 * 256 * 1024
+
+
+def base64_length(size: int) -> int:
+    """Length of the base64 text of `size` bytes (padded)."""
+    return 4 * -(-size // 3)
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """Files of one load read one after another from one source (a stored archive, memory).
+
+    `sizes` maps each path in the model folder ("1/model.onnx", "labels.txt")
+    to its size in bytes, known before anything is read. `open()` is a
+    context manager yielding `(path, binary stream)` once for each of them.
+    """
+
+    sizes: Mapping[str, int]
+    open: Callable[[], AbstractContextManager[Iterable[tuple[str, IO[bytes]]]]]
+
+    @classmethod
+    def in_memory(cls, files: Mapping[str, bytes]) -> "FileGroup":
+        """Small files made on the spot (a generated model.py, labels)."""
+        files = dict(files)
+
+        @contextmanager
+        def open_streams() -> Iterator[Iterable[tuple[str, IO[bytes]]]]:
+            yield ((path, io.BytesIO(data)) for path, data in files.items())
+
+        return cls({path: len(data) for path, data in files.items()}, open_streams)
+
+
+class LoadFileError(Exception):
+    """A file of a load could not be read as announced (missing, changed, corrupt)."""
+
+
+class LoadRequestBody:
+    """The JSON body of a load request, produced while it is sent.
+
+    Byte for byte what tritonclient.http's `load_model(config=json.dumps(config),
+    files={"file:<path>": bytes})` sends (it dumps with rapidjson: no spaces,
+    ASCII escapes), but each file is read and base64-encoded a chunk at a time.
+    `len()` is exact before a byte is read, so it goes out with a
+    Content-Length; iterating yields the body in pieces of about 1 MiB.
+    Files are sent group by group, in the order each group yields them.
+    """
+
+    def __init__(self, config: Mapping, groups: Sequence[FileGroup]):
+        self._groups = list(groups)
+        self._head = b'{"parameters":{"config":' + _json_string(json.dumps(config))
+        self.file_sizes: dict[str, int] = {}
+        for group in self._groups:
+            for path, size in group.sizes.items():
+                if path in self.file_sizes:
+                    raise ValueError(f"file {path!r} is given twice in one load")
+                self.file_sizes[path] = size
+        self._length = len(self._head) + len(b"}}")
+        for path, size in self.file_sizes.items():
+            self._length += len(self._key(path)) + base64_length(size) + len(b'"')
+        self._chunks = self._produce()
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def files_size(self) -> int:
+        return sum(self.file_sizes.values())
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks  # once only: the files are read as it goes
+
+    def close(self) -> None:
+        self._chunks.close()  # releases an open archive if the send stopped half way
+
+    @staticmethod
+    def _key(path: str) -> bytes:
+        return b"," + _json_string(f"file:{path}") + b':"'
+
+    def _produce(self) -> Iterator[bytes]:
+        yield self._head
+        for group in self._groups:
+            left = dict(group.sizes)
+            try:
+                with group.open() as streams:
+                    for path, stream in streams:
+                        if path not in left:
+                            raise LoadFileError(f"file {path!r} was not announced, or came twice")
+                        yield self._key(path)
+                        yield from _base64_chunks(stream, left.pop(path), path)
+                        yield b'"'
+            except (OSError, ValueError) as exc:  # OSError: a missing file; ValueError: archive errors
+                raise LoadFileError(f"cannot read the model's files: {exc}") from exc
+            if left:
+                raise LoadFileError(f"file {next(iter(left))!r} was announced but not read")
+        yield b"}}"
+
+
+def _json_string(text: str) -> bytes:
+    # rapidjson, as tritonclient: its escapes (e.g. "\u00E9") differ from json's ("\u00e9").
+    return rapidjson.dumps(text).encode("ascii")
+
+
+def _base64_chunks(stream: IO[bytes], size: int, path: str) -> Iterator[bytes]:
+    got = 0
+    while True:
+        chunk = _read_full(stream, B64_CHUNK_BYTES)
+        got += len(chunk)
+        if got > size:
+            raise LoadFileError(f"file {path!r} is longer than its announced {size} bytes")
+        if not chunk:
+            break
+        yield base64.b64encode(chunk)
+    if got != size:
+        raise LoadFileError(f"file {path!r} has {got} bytes, not its announced {size}")
+
+
+def _read_full(stream: IO[bytes], n: int) -> bytes:
+    """Read `n` bytes, fewer only at the end: a short read mid-file would put padding mid-text."""
+    data = stream.read(n)
+    if len(data) in (0, n):
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n and (more := stream.read(n - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+# http.client streams an iterable body in its own pieces with the Content-Length
+# given (geventhttpclient sends a body of known length 8 KiB at a time, which
+# costs seconds on a large model). Over gevent sockets, as tritonclient's, so
+# the gevent.Timeout of TritonClient._call bounds the whole call.
+class _GeventHTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = gevent.socket.create_connection((self.host, self.port), self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _GeventHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        sock = gevent.socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = gevent.ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An http.client answer in the shape tritonclient's error reader expects."""
+
+    status_code: int
+    body: bytes
+
+    def read(self) -> bytes:
+        return self.body
+
+
 class TritonClient:
     def __init__(
         self,
@@ -56,12 +229,14 @@ class TritonClient:
         *,
         timeout: float | None = None,
         load_timeout: float | None = None,
+        max_load_bytes: int | None = None,
     ):
         self.server_name = server_name
         self.base_url = base_url
         self.metrics_url = metrics_url
         self.timeout = timeout if timeout is not None else settings.TRITON_TIMEOUT_S
         self.load_timeout = load_timeout if load_timeout is not None else settings.TRITON_LOAD_TIMEOUT_S
+        self.max_load_bytes = max_load_bytes if max_load_bytes is not None else settings.MAX_LOAD_BYTES
         self._hostport, self._ssl = _hostport(base_url)
         self._clients: dict[float, triton_http.InferenceServerClient] = {}
 
@@ -85,7 +260,7 @@ class TritonClient:
                 return fn(self._client(timeout), *args, **kwargs)
         except InferenceServerException as exc:
             raise TritonError(self.server_name, call, exc.message() or str(exc), exc.status()) from exc
-        except (OSError, TimeoutError, gevent.Timeout) as exc:
+        except (OSError, TimeoutError, gevent.Timeout, http.client.HTTPException) as exc:
             self._clients.pop(timeout, None)  # its connection pool may hold a dead socket
             detail = str(exc) or type(exc).__name__
             if isinstance(exc, (TimeoutError, gevent.Timeout)) or "timed out" in detail:
@@ -134,19 +309,50 @@ class TritonClient:
 
     # --- repository API ------------------------------------------------------
 
-    def load(self, model: str, config: Mapping, files: Mapping[str, bytes]) -> None:
+    def load(self, model: str, config: Mapping, files: Mapping[str, bytes] | Sequence[FileGroup]) -> None:
         """Load (or reload) `model` from a config and file overrides.
 
         `files` maps paths inside the model folder ("1/model.py", "labels.txt")
-        to bytes; they travel in the request, so Triton needs no shared disk.
+        to bytes, or is a list of FileGroups that stream them; they travel in
+        the request, so Triton needs no shared disk. The request is streamed:
+        memory does not grow with the model. A load whose files exceed
+        `max_load_bytes` (MODELHUB_MAX_LOAD_BYTES) fails before anything is sent.
         """
-        self._call(
-            f"load ({model})",
-            lambda c: c.load_model(
-                model, config=json.dumps(config), files={f"file:{path}": data for path, data in files.items()}
-            ),
-            timeout=self.load_timeout,
-        )
+        call = f"load ({model})"
+        groups = [FileGroup.in_memory(files)] if isinstance(files, Mapping) else list(files)
+        body = LoadRequestBody(config, groups)
+        if body.files_size > self.max_load_bytes:
+            raise TritonError(
+                self.server_name,
+                call,
+                f"the model's files are {body.files_size} bytes, over the {self.max_load_bytes} bytes one load may "
+                "carry (MODELHUB_MAX_LOAD_BYTES); raise it, or serve a model this large from a model repository "
+                "the Triton server reads itself",
+            )
+        try:
+            self._call(call, lambda _: self._post_load(model, body, self.load_timeout), timeout=self.load_timeout)
+        except LoadFileError as exc:
+            raise TritonError(self.server_name, call, f"nothing was loaded: {exc}") from exc
+        finally:
+            body.close()
+
+    def _post_load(self, model: str, body: LoadRequestBody, timeout: float) -> None:
+        # A connection of its own: a half-sent body cannot be retried on another.
+        host, port = self._hostport.rsplit(":", 1)
+        connection_class = _GeventHTTPSConnection if self._ssl else _GeventHTTPConnection
+        connection = connection_class(host, int(port), timeout=timeout)
+        try:
+            connection.request(
+                "POST",
+                f"/v2/repository/models/{quote(model)}/load",
+                body=iter(body),
+                headers={"Content-Length": str(len(body))},
+            )
+            response = connection.getresponse()
+            # tritonclient's own reading of the answer: the same TritonError detail as its other calls.
+            _raise_if_error(_Answer(response.status, response.read()))
+        finally:
+            connection.close()
 
     def unload(self, model: str) -> None:
         self._call(f"unload ({model})", lambda c: c.unload_model(model), timeout=self.load_timeout)
@@ -159,15 +365,26 @@ class TritonClient:
     def infer(self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]):
         """Run one inference; returns {output name: numpy array}. Inputs are
         sent as binary tensor data (Triton's binary extension)."""
+        result = self._infer(model, version, inputs, datatypes)
+        return {out["name"]: result.as_numpy(out["name"]) for out in result.get_response().get("outputs", [])}
+
+    def infer_outputs(
+        self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]
+    ) -> list[dict]:
+        """Run one inference; returns Triton's description of each output it
+        answered with ({name, datatype, shape}), the data left undecoded."""
+        response = self._infer(model, version, inputs, datatypes).get_response()
+        return [{key: out.get(key) for key in ("name", "datatype", "shape")} for out in response.get("outputs", [])]
+
+    def _infer(self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]):
         tensors = []
         for name, array in inputs.items():
             tensor = triton_http.InferInput(name, list(array.shape), datatypes[name])
             tensor.set_data_from_numpy(array, binary_data=True)
             tensors.append(tensor)
-        result = self._call(
+        return self._call(
             f"infer ({model})", lambda c: c.infer(model, tensors, model_version=str(version) if version else "")
         )
-        return {out["name"]: result.as_numpy(out["name"]) for out in result.get_response()["outputs"]}
 
     # --- metrics -------------------------------------------------------------
 

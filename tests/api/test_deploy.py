@@ -163,7 +163,4 @@ def test_a_taken_server_name_is_409(admin_api, dead_server):
     assert admin_api.patch("/api/v1/servers/other/", {"name": "dead"}, format="json").status_code == 409
 
 
-def test_servers_cannot_be_deleted_through_the_api(admin_api, dead_server):
-    response = admin_api.delete("/api/v1/servers/dead/")
-    assert response.status_code == 405
-    assert error_of(response)["code"] == "method_not_allowed"
+# Deleting servers (refused while anything is meant to be loaded on them): tests/api/test_deletes.py.

@@ -52,7 +52,8 @@ def seed(tmp_path: Path) -> str:
     server = InferenceServer.objects.create(name="dead", base_url="http://127.0.0.1:9", labels=["staging"])
     digits = get_or_create_model("digits", actor)
     request_deploy(digits.versions.get(number=1), [server], actor)
-    user = User.objects.create_user("schemathesis")
+    # A superuser: a token's scopes count only as far as its user's role allows.
+    user = User.objects.create_superuser("schemathesis")
     return issue_token(name="schemathesis", user=user, scopes=["admin"], actor=actor)[1]
 
 

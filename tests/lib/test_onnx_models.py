@@ -378,3 +378,234 @@ def test_demo_build_is_deterministic(demo, tmp_path):
     for a, b in zip(demo, again, strict=True):
         assert a.archive_path.read_bytes() == b.archive_path.read_bytes()
         assert a.manifest == b.manifest
+
+
+# ---------------------------------------------------------------- reading without loading the file
+
+MiB = 1024 * 1024
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _write_model_with_big_initializer(path: Path, raw_bytes: int) -> Path:
+    """A valid ONNX file whose graph holds an initializer of `raw_bytes` zero bytes.
+
+    The big initializer is appended to the graph field on the wire (repeated
+    fields concatenate), with its raw_data left as a hole in a sparse file: the
+    test writes no 100 MiB, while a reader that loads the file must read them.
+    """
+    small = _model(
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        nodes=[helper.make_node("Identity", ["x"], ["y"])],
+    )
+    graph = small.graph.SerializeToString()
+    small.ClearField("graph")
+    n_floats = raw_bytes // 4
+    tensor_head = b"".join(
+        [
+            b"\x08" + _varint(n_floats),  # dims (field 1): [n_floats]
+            b"\x10" + _varint(TensorProto.FLOAT),  # data_type (field 2)
+            b"\x42" + _varint(len(b"weights")) + b"weights",  # name (field 8)
+            b"\x4a" + _varint(n_floats * 4),  # raw_data (field 9): its bytes follow
+        ]
+    )
+    tensor_len = len(tensor_head) + n_floats * 4
+    initializer = b"\x2a" + _varint(tensor_len) + tensor_head  # GraphProto.initializer (field 5)
+    graph_len = len(graph) + len(initializer) + n_floats * 4
+    with open(path, "wb") as f:
+        f.write(small.SerializeToString())
+        f.write(b"\x3a" + _varint(graph_len) + graph + initializer)  # ModelProto.graph (field 7)
+        f.truncate(f.tell() + n_floats * 4)
+    return path
+
+
+def _peak_traced(fn) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        try:
+            result = fn()
+        except Exception as exc:  # the caller inspects what was raised
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_big_initializer_file_is_a_real_onnx_model(tmp_path):
+    path = _write_model_with_big_initializer(tmp_path / "model.onnx", 4096)
+    model = onnx.load(str(path))  # the hand-written wire bytes are what onnx reads
+    assert [t.name for t in model.graph.initializer] == ["weights"]
+    assert numpy_helper.to_array(model.graph.initializer[0]).shape == (1024,)
+    onnx.checker.check_model(model)
+
+
+def test_signature_of_a_100_mib_model_is_read_without_reading_its_weights(tmp_path):
+    path = _write_model_with_big_initializer(tmp_path / "model.onnx", 100 * MiB)
+    assert path.stat().st_size > 100 * MiB
+    signature, peak = _peak_traced(lambda: read_onnx_signature(path))
+    assert signature == OnnxSignature([TensorSig("x", "FP32", [-1, 4])], [TensorSig("y", "FP32", [-1, 4])])
+    assert peak < 2 * MiB, f"reading the signature allocated {peak / MiB:.1f} MiB"
+
+
+def test_a_100_mib_garbage_file_is_refused_without_reading_it_into_memory(tmp_path):
+    # It starts like an ONNX model (is_onnx says yes, as it does at upload),
+    # then its graph field claims the rest of the file, which is garbage.
+    path = tmp_path / "model.onnx"
+    size = 100 * MiB
+    head = b"\x08\x08" + b"\x3a" + _varint(size)
+    with open(path, "wb") as f:
+        f.write(head)
+        f.write(b"\x0d" * 64)  # fixed32 fields, then ...
+        f.write(b"\xff" * 16)  # ... a varint that never ends
+        f.truncate(len(head) + size)
+    assert is_onnx(path)
+    error, peak = _peak_traced(lambda: read_onnx_signature(path))
+    assert isinstance(error, OnnxError), error
+    assert "not a valid ONNX model" in str(error) and "varint" in str(error)
+    assert peak < 2 * MiB, f"refusing the file allocated {peak / MiB:.1f} MiB"
+
+
+def test_a_truncated_model_is_refused_naming_the_field(demo, tmp_path):
+    data = _onnx_bytes(demo[0])
+    with pytest.raises(OnnxError, match="claims .* bytes, only .* remain|cut short|varint"):
+        read_onnx_signature(data[: len(data) // 2])
+
+
+def test_a_graph_input_too_large_to_be_a_signature_is_refused():
+    model = _model(
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2], doc_string="d" * (5 * MiB))],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        nodes=[helper.make_node("Identity", ["x"], ["y"])],
+    )
+    with pytest.raises(OnnxError, match="a graph input is .* bytes; at most"):
+        read_onnx_signature(model.SerializeToString())
+
+
+def test_sparse_initializers_and_unknown_fields_and_groups_are_walked_over():
+    values = numpy_helper.from_array(np.array([1.0], dtype=np.float32), name="S")
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([0], dtype=np.int64)), [2])
+    model = _model(
+        inputs=[
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2]),
+            helper.make_tensor_value_info("S", TensorProto.FLOAT, [2]),
+        ],
+        outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        nodes=[helper.make_node("Add", ["x", "S"], ["y"])],
+    )
+    model.graph.sparse_initializer.append(sparse)
+    # An unknown field 99 holding a group with a nested group and a fixed64, as a newer writer might add.
+    unknown = b"\x9b\x06" + b"\x0b" + b"\x11" + b"\0" * 8 + b"\x0c" + b"\x9c\x06"
+    data = model.SerializeToString() + unknown
+    onnx.load_model_from_string(data)  # protobuf itself accepts it
+    sig = read_onnx_signature(data)
+    assert sig.inputs == [TensorSig("x", "FP32", [2])]
+    assert sig.outputs == [TensorSig("y", "FP32", [2])]
+
+
+def test_an_open_file_is_read_from_its_start_and_left_open(demo, tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(_onnx_bytes(demo[0]))
+    with open(path, "rb") as f:
+        f.read(5)
+        assert read_onnx_signature(f) == EXPECTED_DEMO_SIGNATURE
+        assert not f.closed
+
+
+# ---------------------------------------------------------------- the runner and one value per sample
+
+
+def _per_sample_model() -> bytes:
+    """y[n] = x[n] * scale[n] for x [N, 3], scale [N]; total[n] = sum(y[n]) of shape [N]."""
+    model = _model(
+        inputs=[
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, ["N"]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]),
+        ],
+        nodes=[
+            helper.make_node("Unsqueeze", ["scale", "axis1"], ["scale2"]),
+            helper.make_node("Mul", ["x", "scale2"], ["y"]),
+            helper.make_node("ReduceSum", ["y", "axis1"], ["total"], keepdims=0),
+        ],
+        initializers=[numpy_helper.from_array(np.array([1], dtype=np.int64), name="axis1")],
+    )
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _per_sample_config(scale_entry, total_entry):
+    return {
+        "name": "per-sample",
+        "backend": "python",
+        "max_batch_size": 8,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [3]}, {"name": "scale", **scale_entry}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [3]}, {"name": "total", **total_entry}],
+    }
+
+
+@pytest.mark.parametrize("reshape", [{"shape": []}, {}])  # protobuf's JSON may drop the empty list
+def test_runner_serves_one_value_per_sample_tensors_configured_with_a_scalar_reshape(runner_module, tmp_path, reshape):
+    module, pb = runner_module
+    entry = {"data_type": "TYPE_FP32", "dims": [1], "reshape": reshape}
+    model = _init_runner(module, tmp_path, _per_sample_model(), _per_sample_config(entry, entry))
+    # Triton applies the reshape: the backend sees scale as [N] and hands total back as [N].
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    [response] = model.execute([pb.Request([pb.Tensor("x", x), pb.Tensor("scale", np.array([1, 2], np.float32))])])
+    assert response.error is None, response.error and response.error.message()
+    outputs = {t.name(): t.as_numpy() for t in response.output_tensors}
+    assert outputs["y"].tolist() == [[0, 1, 2], [6, 8, 10]]
+    assert outputs["total"].tolist() == [3, 24]
+
+
+def test_runner_refuses_a_config_whose_ranks_disagree_with_the_graph(runner_module, tmp_path):
+    module, _ = runner_module
+    no_reshape = {"data_type": "TYPE_FP32", "dims": [1]}
+    good = {**no_reshape, "reshape": {"shape": []}}
+    with pytest.raises(ValueError, match=r"input 'scale'.*\[-1, 1\].*rank 1"):
+        _init_runner(module, tmp_path, _per_sample_model(), _per_sample_config(no_reshape, good))
+    with pytest.raises(ValueError, match=r"output 'total'.*\[-1, 1\].*rank 1"):
+        _init_runner(module, tmp_path, _per_sample_model(), _per_sample_config(good, no_reshape))
+    cfg = _per_sample_config(good, good)
+    cfg["input"][0]["dims"] = [4]
+    with pytest.raises(ValueError, match=r"input 'x'.*\[-1, 4\].*\[-1, 3\]"):
+        _init_runner(module, tmp_path, _per_sample_model(), cfg)
+
+
+def test_runner_turns_tritons_dims_1_into_the_graphs_scalar_without_batching(runner_module, tmp_path):
+    module, pb = runner_module
+    model = _model(
+        inputs=[helper.make_tensor_value_info("a", TensorProto.FLOAT, [])],
+        outputs=[helper.make_tensor_value_info("b", TensorProto.FLOAT, [])],
+        nodes=[helper.make_node("Mul", ["a", "three"], ["b"])],
+        initializers=[numpy_helper.from_array(np.array(3.0, dtype=np.float32), name="three")],
+    )
+    cfg = {
+        "name": "scalar",
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "a", "data_type": "TYPE_FP32", "dims": [1]}],
+        "output": [{"name": "b", "data_type": "TYPE_FP32", "dims": [1]}],
+    }
+    runner = _init_runner(module, tmp_path, model.SerializeToString(), cfg)
+    good, bad = runner.execute(
+        [
+            pb.Request([pb.Tensor("a", np.array([1.5], np.float32))]),
+            pb.Request([pb.Tensor("a", np.ones(2, np.float32))]),
+        ]
+    )
+    assert good.error is None
+    assert good.output_tensors[0].as_numpy().shape == (1,) and good.output_tensors[0].as_numpy().tolist() == [4.5]
+    assert "input 'a' is a scalar: send shape [1], not [2]" in bad.error.message()

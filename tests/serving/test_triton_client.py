@@ -40,8 +40,14 @@ def test_health_metadata_load_infer_statistics_metrics_and_unload(client):
     out = client.infer("client-doubler", 1, {"INPUT": np.array([1.5, 2.0], dtype=np.float32)}, {"INPUT": "FP32"})
     assert out["OUTPUT"].tolist() == [3.0, 4.0]
 
-    stats = client.statistics("client-doubler")["model_stats"][0]["inference_stats"]
-    assert int(stats["success"]["count"]) == 1
+    # Triton counts a request just after it has answered it.
+    def successes() -> int:
+        return int(client.statistics("client-doubler")["model_stats"][0]["inference_stats"]["success"]["count"])
+
+    deadline = time.monotonic() + 5
+    while successes() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert successes() == 1
     families = {f.name: f for f in client.scrape_metrics()}
     success = [s for s in families["nv_inference_request_success"].samples if s.labels["model"] == "client-doubler"]
     assert success and success[0].value == 1.0

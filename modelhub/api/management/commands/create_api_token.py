@@ -13,7 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from modelhub.api.models import Scope
+from modelhub.api.models import SCOPE_IMPLIES, Scope
+from modelhub.api.permissions import ROLES_SUMMARY, role_scopes
 from modelhub.api.tokens import issue_token
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source
@@ -42,6 +43,14 @@ class Command(BaseCommand):
         unknown = sorted(set(scopes) - set(Scope.values))
         if unknown or not scopes:
             raise CommandError(f"unknown or no scopes {unknown}; use some of {', '.join(Scope.values)}")
+        # A token never does more than its user's role allows (checked on every use):
+        # issuing scopes the role lacks would hand out a token that fails later.
+        lacking = sorted(s for s in scopes if not SCOPE_IMPLIES[s] <= role_scopes(user))
+        if lacking:
+            raise CommandError(
+                f"user {user.get_username()!r} may not use the scope(s) {', '.join(lacking)} "
+                f"({ROLES_SUMMARY}); give the user a role first"
+            )
         names = [n.strip() for n in options["models"].split(",") if n.strip()]
         models = list(Model.objects.filter(name__in=names))
         missing = sorted(set(names) - {m.name for m in models})
