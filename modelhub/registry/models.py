@@ -27,6 +27,9 @@ class Model(models.Model):
     description = models.TextField(blank=True)
     task_kind = models.CharField(max_length=20, choices=TaskKind.choices, default=TaskKind.OTHER)
     owners = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_models")
+    # The highest version number ever given out. Numbers are never reused: "v3" in a CI
+    # log, an audit row or an alert must keep meaning the same bytes after v3 is deleted.
+    last_version_number = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

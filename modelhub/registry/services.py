@@ -197,12 +197,15 @@ def _store_version(
     try:
         with transaction.atomic():
             # The model row lock serialises concurrent uploads of one model: the
-            # version number is max+1 and a retried upload finds its twin here.
-            Model.objects.select_for_update().get(pk=model.pk)
+            # version number is the next never given out, and a retried upload
+            # finds its twin here.
+            locked = Model.objects.select_for_update().get(pk=model.pk)
             existing = ModelVersion.objects.filter(model=model, sha256=sha256).prefetch_related("tensors").first()
             if existing is not None:
                 return _existing_version(existing, manifest)
-            last = model.versions.order_by("-number").values_list("number", flat=True).first() or 0
+            highest = model.versions.order_by("-number").values_list("number", flat=True).first() or 0
+            last = max(locked.last_version_number, highest)
+            Model.objects.filter(pk=model.pk).update(last_version_number=last + 1)
             version = ModelVersion(
                 model=model,
                 number=last + 1,

@@ -89,7 +89,9 @@ def reconcile_server(server_id: int) -> ReconcileReport:
         report.reachable = False
         report.failures.append(str(exc))
         for deployment in active.filter(desired=DesiredState.LOADED):
-            observe(deployment, ObservedState.FAILED, str(exc))
+            # Keep any back-off: a model whose load crashed the server must not
+            # be loaded into it again the moment it restarts.
+            observe(deployment, ObservedState.FAILED, str(exc), retry_at=deployment.retry_at)
         return report
     finally:
         client.close()
@@ -103,7 +105,7 @@ def reconcile_server(server_id: int) -> ReconcileReport:
     return report
 
 
-def _on_own_thread(server: InferenceServer, model: Model) -> "ReconcileReport":
+def _on_own_thread(server: InferenceServer, model: Model) -> ReconcileReport:
     try:
         return _reconcile_model_locked(server, model)
     finally:
@@ -138,19 +140,27 @@ def record_server_health(server: InferenceServer, client: TritonClient) -> None:
 
 def _reconcile_model_locked(server: InferenceServer, model: Model) -> ReconcileReport:
     report = ReconcileReport(server.name)
+    try:
+        _reconcile_model_rounds(server, model, report)
+    except Exception as exc:  # the lock or the database failed: nothing can be recorded
+        log.exception("reconciling model %s on server %s failed", model.name, server.name)
+        report.failures.append(f"reconciling {model.name} on {server.name} failed: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _reconcile_model_rounds(server: InferenceServer, model: Model, report: ReconcileReport) -> None:
     for round_number in range(MAX_ROUNDS):
         with model_lock(server.pk, model.pk) as acquired:
             if not acquired:
                 if round_number == 0:
                     report.busy.append(model.name)
-                return report
+                return
             seen = _reconcile_model_safely(server, model, report)
         # A change committed while we held the lock was skipped by the run it
         # enqueued (it found the model busy), so look again once the lock is
         # free; if someone else holds it by then, that run sees the change.
         if _desired_snapshot(server, model) == seen:
-            break
-    return report
+            return
 
 
 def _desired_snapshot(server: InferenceServer, model: Model) -> frozenset:
@@ -174,9 +184,9 @@ def _reconcile_model_safely(server: InferenceServer, model: Model, report: Recon
     except Exception as exc:
         # One model's trouble, whatever it is, must not stop the others.
         log.exception("reconciling model %s on server %s failed", model.name, server.name)
-        error = str(exc) if isinstance(exc, TritonError) else f"reconciling {model.name} on {server.name} failed: "
+        error = str(exc)  # a TritonError names the server, the call and what Triton said
         if not isinstance(exc, TritonError):
-            error += f"{type(exc).__name__}: {exc}"
+            error = f"reconciling {model.name} on {server.name} failed: {type(exc).__name__}: {exc}"
         report.failures.append(error)
         # An unreachable server is not the model's fault: no back-off, so it is
         # loaded again as soon as the server answers.
@@ -229,8 +239,8 @@ def _reconcile_model(
     loaded = [d for d in deployments if d.desired == DesiredState.LOADED]
     if loaded and len(loaded) == len(deployments) and all(_is_waiting_to_retry(d, now) for d in loaded):
         # Nothing to do before the back-off ends, so ask Triton nothing: a
-        # failed model costs no calls, and Triton does not answer calls about
-        # a model it is still loading (after a load that timed out) at all.
+        # failed model costs no calls (and none that could wait behind its
+        # load, which Triton may still be running after a timeout).
         return
     served = client.served_versions(model.name)
     # A version backing off is not loaded again before its time, but one that
@@ -257,6 +267,7 @@ def _reconcile_model(
                 client.unload(model.name)
                 report.unloads.append(model.name)
                 record(SYSTEM, "triton.unload", server, model=model.name)
+            _fresh_connections(client)
             served = client.served_versions(model.name)
         bad = set()
         for number in sorted((set(target) - rejected - verified) & served):
@@ -340,6 +351,19 @@ def _drop_incompatible(server: InferenceServer, wanted: dict[int, Deployment]) -
     return result
 
 
+def _fresh_connections(client: TritonClient) -> None:
+    """Open new connections for the calls that follow.
+
+    Triton's HTTP frontend serves each connection on one worker thread and
+    runs a load on its connection's worker until the load ends: a connection
+    kept open on that worker waits with it (measured on 2.51: a health call on
+    one of six open connections waited out a 6 s load; new connections did
+    not). Short-lived connections keep one model's slow load from stalling the
+    calls made for other models.
+    """
+    client.close()
+
+
 class _LoadStillRunning(Exception):
     """A load call timed out; Triton may still be loading the model."""
 
@@ -371,12 +395,14 @@ def _load(
         versions = sorted(attempt)
         try:
             config, files = build_load_request(server, model.name, [d.version for d in attempt.values()])
+            _fresh_connections(client)
             client.load(model.name, config, files)
         except TritonUnavailable as exc:
             # Most often the load outlasted TRITON_LOAD_TIMEOUT_S: back off as
             # from any failed load. Triton may still finish it; a version it
-            # serves by a later pass is checked and kept. (Had the server gone
-            # down, the next pass finds it so and clears the back-off.)
+            # serves by a later pass is checked and kept. (If the server went
+            # down, the back-off stands too: a model whose load crashes its
+            # server must not crash it again as soon as it restarts.)
             culprits = new or set(attempt)
             error = f"{exc} (Triton may still be loading it; it is not loaded again before the back-off ends)"
             _fail_load(server, model, attempt, culprits, error, retry_at, report)
@@ -400,8 +426,9 @@ def _load(
             record(SYSTEM, "triton.load", server, model=model.name, versions=versions)
             return failed
     if triton_refused and not served:
-        # Triton keeps the folder it unpacked a failed load into until the
-        # model is unloaded; nothing of this model is served, so unload it.
+        # Nothing of this model is served: unload it, so that Triton lets go
+        # of what the failed load left (on 2.51 its temporary model folder
+        # stays even so, until the model's next load or the server's exit).
         try:
             client.unload(model.name)
         except TritonError as exc:

@@ -45,6 +45,17 @@ def test_deleting_a_version_removes_its_row_schema_and_file_once_committed(
     assert admin_api.get("/api/v1/models/digits/versions/2/").status_code == 404
 
 
+def test_a_deleted_versions_number_is_never_given_out_again(admin_api, registered, doubler_artifact, doubler_manifest):
+    from tests.api.conftest import upload
+
+    registered("digits", versions=2)
+    assert admin_api.delete("/api/v1/models/digits/versions/2/").status_code == 204
+    response = upload(admin_api, "digits", doubler_artifact(factor=9), doubler_manifest)
+    assert response.status_code == 201, response.json()
+    # "v2" in a CI log or an audit row keeps meaning the deleted bytes.
+    assert response.json()["number"] == 3
+
+
 def test_deleting_a_models_last_version_removes_its_empty_folder(
     admin_api, registered, isolated_storage, django_capture_on_commit_callbacks
 ):

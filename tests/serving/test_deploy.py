@@ -100,7 +100,9 @@ def test_reconciling_twice_or_concurrently_loads_once(triton, actor, doubler_zip
     assert DeploymentTransition.objects.filter(deployment=deployment).count() == 1
 
 
-def test_served_metadata_that_disagrees_with_schema_fails_the_deployment(triton, actor, manifest, tmp_path):
+def test_served_metadata_that_disagrees_with_schema_fails_the_deployment_and_unloads_it(
+    triton, actor, manifest, tmp_path
+):
     server = register_server(triton)
     artifact = make_zip(tmp_path / "extra.zip", {"1/model.py": EXTRA_OUTPUT_MODEL_PY})
     version = register(actor, artifact, manifest, "surprise")
@@ -111,6 +113,11 @@ def test_served_metadata_that_disagrees_with_schema_fails_the_deployment(triton,
     assert deployment.observed == ObservedState.FAILED
     assert "disagrees with its registered schema" in deployment.last_error
     assert "'SURPRISE' is not in the registered schema" in deployment.last_error
+    assert deployment.retry_at is not None
+    # Not left serving behind "failed".
+    client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    assert not client.is_model_ready("surprise")
+    client.close()
 
 
 def test_failed_load_stores_tritons_error_and_keeps_other_versions_serving(

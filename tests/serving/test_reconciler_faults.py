@@ -154,7 +154,7 @@ def test_a_load_that_hangs_backs_off_and_does_not_hold_back_other_models(
     settings.TRITON_LOAD_TIMEOUT_S = 12
     settings.TRITON_TIMEOUT_S = 10  # this busy test machine can stall short calls while Triton starts a stub
     server = server_on(triton, "faults-hang")
-    hung = register(actor, slow_zip(tmp_path, 40, "hung.zip"), manifest, "fault-a-hangs")
+    hung = register(actor, slow_zip(tmp_path, 20, "hung.zip"), manifest, "fault-a-hangs")
     first = register(actor, doubler_zip(2, "first.zip"), manifest, "fault-b-beside-hang")
     second = register(actor, doubler_zip(5, "second.zip"), manifest, "fault-c-deployed-during-hang")
     # Triton 2.51 sets up a backend on its first model's load, and loads that

@@ -1,11 +1,14 @@
 """The real Celery worker with embedded beat, on Redis: the schedule alone
 brings a restarted Triton back to its desired models."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import redis
 import tritonclient.http as triton_http
@@ -28,11 +31,9 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-@pytest.fixture
-def worker(tmp_path, artifact_root):
-    redis.Redis.from_url(BROKER).flushdb()
+def worker_env(tmp_path, artifact_root) -> dict:
     db = django_settings.DATABASES["default"]
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "modelhub.settings",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -41,6 +42,12 @@ def worker(tmp_path, artifact_root):
         "MODELHUB_ARTIFACT_ROOT": artifact_root,
         "MODELHUB_RECONCILE_INTERVAL_S": "1",
     }
+
+
+@pytest.fixture
+def worker(tmp_path, artifact_root):
+    redis.Redis.from_url(BROKER).flushdb()
+    env = worker_env(tmp_path, artifact_root)
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "modelhub", "worker", "--beat", "--pool", "solo", "--loglevel", "INFO",
@@ -79,3 +86,45 @@ def test_scheduled_reconcile_on_a_real_worker_loads_and_restores_after_restart(
     assert not client.is_model_ready("beat-driven")  # explicit mode forgot it
     wait_for(lambda: client.is_model_ready("beat-driven", "1"), 60, "beat to restore the model after a restart")
     client.close()
+
+
+def test_a_worker_killed_during_a_load_leaves_a_back_off_and_the_next_one_does_not_repeat_it(
+    triton_factory, worker, actor, manifest, tmp_path, artifact_root
+):
+    from django.utils import timezone
+
+    from tests.conftest import make_zip
+    from tests.serving.test_reconciler_faults import SLOW_MODEL_PY
+
+    own = triton_factory()
+    server = InferenceServer.objects.create(name="killed-mid-load", base_url=own.http_url)
+    model = get_or_create_model("outlives-its-worker", actor)
+    artifact = make_zip(tmp_path / "slow.zip", {"1/model.py": SLOW_MODEL_PY.format(seconds=15)})
+    version = register_version(model, artifact, manifest, actor).version
+    deployment = Deployment.objects.create(version=version, server=server)
+
+    def refreshed():
+        deployment.refresh_from_db()
+        return deployment
+
+    # The back-off is written before the load call: once it is there, the worker is inside the load.
+    wait_for(lambda: refreshed().retry_at is not None, 60, "the worker to start the load")
+    # SIGKILL, as the out-of-memory killer would; with it the embedded beat process it started.
+    family = [worker.pid] + [child.pid for child in psutil.Process(worker.pid).children(recursive=True)]
+    for pid in family:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    assert refreshed().observed == ObservedState.PENDING
+
+    replacement = subprocess.Popen(worker.args, env=worker_env(tmp_path, artifact_root), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: refreshed().observed == ObservedState.FAILED, 60, "the next worker to record the dead load")
+        assert "did not finish" in deployment.last_error
+        assert deployment.retry_at > timezone.now()
+        time.sleep(3)  # a few more scheduled passes (every second)
+        assert refreshed().observed == ObservedState.FAILED  # not loaded again before the back-off ends
+    finally:
+        replacement.terminate()
+        replacement.wait(timeout=20)
