@@ -10,13 +10,19 @@ real local Triton (``LocalTriton``, explicit model control):
   ``1/data.bin``, 512 MiB of random bytes; the same two files go into Triton's
   own model repository folder under another name;
 * registers the zip with ``registry.services.register_version``;
-* **ModelHub path**: ``serving.services.request_deploy`` with
+* **ModelHub path, file override** (a server without ``model_repository``):
+  ``serving.services.request_deploy`` with
   ``CELERY_TASK_ALWAYS_EAGER``, so the reconciler runs in this process as the
   request's transaction commits, exactly as a Celery worker would run it
   (list the artifact, stream the load request, check readiness, metadata and
   a smoke inference). A thread samples this process's RSS every 5 ms; the
   growth is the peak minus the RSS just before the request. The clock runs
   until the Deployment row reads ``observed=loaded``;
+* **ModelHub path, model repository**: the same, to a second server entry for
+  the same Triton whose ``model_repository`` is Triton's own repository
+  folder: the reconciler copies the files out of the stored zip into
+  ``<repository>/bench-load/1/`` and loads with the config only. The folder
+  is removed on undeploy, so every round copies the 512 MiB again;
 * **Triton path**: ``POST /v2/repository/models/<name>/load`` with the same
   config, for the copy in Triton's repository folder: Triton reads the files
   itself. The clock stops when Triton answers 200 (its load call returns once
@@ -30,13 +36,17 @@ real local Triton (``LocalTriton``, explicit model control):
 
 Rounds alternate which path goes first; each round unloads everything after.
 
-Last line: ``load_rss_growth_mib`` (the largest growth of any round),
-``load_vs_triton_s`` (median ModelHub load - median Triton repository load),
-then the medians ``modelhub_load_s``, ``triton_repository_load_s``,
-``triton_override_load_s`` and ``read_and_encode_s`` (reading the files from
-the stored zip and base64-encoding them into the request, nothing sent: the
-client-side work a streamed load overlaps with sending). Targets: <= 64 MiB
-and <= 0.5 s.
+Last line: ``load_rss_growth_mib`` (the largest growth of any round) and
+``load_vs_triton_s`` (median ModelHub load - median Triton repository load)
+for the model-repository mode, the same two as ``override_rss_growth_mib``
+and ``override_vs_triton_s`` for the file-override mode, then the medians
+``modelhub_repository_load_s``, ``modelhub_override_load_s``,
+``triton_repository_load_s``, ``triton_override_load_s`` and
+``read_and_encode_s`` (reading the files from the stored zip and
+base64-encoding them into the request, nothing sent: the client-side work a
+streamed load overlaps with sending) and ``write_folder_s`` (the
+model-repository mode's copy of the files out of the stored zip into a model
+folder, alone). Targets: <= 64 MiB and <= 0.5 s.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import threading
@@ -188,6 +199,8 @@ def undeploy(version, server, actor, http: requests.Session) -> None:
 
     request_undeploy(version, [server], actor)
     wait_until(lambda: not model_ready(http, server.base_url, MODEL), TIMEOUT_S, f"{MODEL} unloaded")
+    if server.model_repository:  # the reconciler removes an unloaded model's folder
+        wait_until(lambda: not (Path(server.model_repository) / MODEL).exists(), TIMEOUT_S, f"{MODEL}'s folder gone")
 
 
 def time_triton_repository(config: dict, server, http: requests.Session) -> float:
@@ -220,6 +233,21 @@ def time_direct_override(version, server, http: requests.Session) -> tuple[float
         raise RuntimeError(f"direct override load failed: HTTP {resp.status_code}: {resp.text}")
     unload(http, server.base_url, DIRECT_MODEL)
     return elapsed, encoding
+
+
+def time_repository_copy(version, tmp: Path) -> float:
+    """What the model-repository mode adds before its load: writing the model's folder from the stored zip."""
+    from modelhub.serving.models import InferenceServer
+    from modelhub.serving.reconciler import _write_to_model_repository
+
+    scratch = tmp / "scratch-repository"
+    scratch.mkdir()
+    server = InferenceServer(name="bench-scratch", backends=["python"], model_repository=str(scratch))  # not saved
+    started = time.perf_counter()
+    _write_to_model_repository(server, MODEL, [version])
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(scratch)
+    return elapsed
 
 
 def main() -> int:
@@ -260,6 +288,14 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         server = InferenceServer.objects.create(
             name="bench-triton", base_url=triton.http_url, metrics_url=triton.metrics_url, backends=["python"]
         )
+        # The same Triton once more, loading from its own repository folder that ModelHub writes.
+        repository_server = InferenceServer.objects.create(
+            name="bench-triton-repository",
+            base_url=triton.http_url,
+            metrics_url=triton.metrics_url,
+            backends=["python"],
+            model_repository=str(triton.repository),
+        )
         log("registering it")
         version = register_version(get_or_create_model(MODEL, actor), artifact, json.loads(json.dumps(MANIFEST)), actor)
         version = version.version
@@ -268,36 +304,49 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
         log("warm-up: a first python-backend load of a fresh server is slower")
         time_triton_repository(config, server, http)
 
-        modelhub, repository, direct, encode, growth = [], [], [], [], []
-        for i in range(args.rounds):
-            if i % 2 == 0:
-                repository.append(time_triton_repository(config, server, http))
-                elapsed, grown = time_modelhub(version, server, actor)
-            else:
-                elapsed, grown = time_modelhub(version, server, actor)
-                repository.append(time_triton_repository(config, server, http))
-            modelhub.append(elapsed)
+        override, override_growth, in_repository, repository_growth = [], [], [], []
+        repository, direct, encode, copy = [], [], [], []
+
+        def modelhub_round(target, times: list, growth: list) -> None:
+            elapsed, grown = time_modelhub(version, target, actor)
+            times.append(elapsed)
             growth.append(grown)
-            undeploy(version, server, actor, http)
+            undeploy(version, target, actor, http)
+
+        for i in range(args.rounds):
+            steps = [
+                lambda: repository.append(time_triton_repository(config, server, http)),
+                lambda: modelhub_round(server, override, override_growth),
+                lambda: modelhub_round(repository_server, in_repository, repository_growth),
+            ]
+            for step in steps if i % 2 == 0 else reversed(steps):
+                step()
             direct_s, encode_s = time_direct_override(version, server, http)
             direct.append(direct_s)
             encode.append(encode_s)
+            copy.append(time_repository_copy(version, tmp))
             log(
-                f"round {i + 1}: ModelHub load {elapsed:.3f} s (RSS +{grown:.1f} MiB), Triton from its repository "
-                f"{repository[-1]:.3f} s, the same override request sent directly {direct_s:.3f} s "
-                f"(building it: {encode_s:.3f} s)"
+                f"round {i + 1}: ModelHub load by file override {override[-1]:.3f} s "
+                f"(RSS +{override_growth[-1]:.1f} MiB), from the model repository {in_repository[-1]:.3f} s "
+                f"(RSS +{repository_growth[-1]:.1f} MiB); Triton from its repository {repository[-1]:.3f} s, "
+                f"the same override request sent directly {direct_s:.3f} s (building it: {encode_s:.3f} s); "
+                f"writing the model's folder alone {copy[-1]:.3f} s"
             )
 
-    modelhub_s, repository_s, direct_s, encode_s = (
-        statistics.median(v) for v in (modelhub, repository, direct, encode)
+    override_s, in_repository_s, repository_s, direct_s, encode_s, copy_s = (
+        statistics.median(v) for v in (override, in_repository, repository, direct, encode, copy)
     )
     report(
-        load_rss_growth_mib=max(growth),
-        load_vs_triton_s=modelhub_s - repository_s,
-        modelhub_load_s=modelhub_s,
+        load_rss_growth_mib=max(repository_growth),
+        load_vs_triton_s=in_repository_s - repository_s,
+        override_rss_growth_mib=max(override_growth),
+        override_vs_triton_s=override_s - repository_s,
+        modelhub_repository_load_s=in_repository_s,
+        modelhub_override_load_s=override_s,
         triton_repository_load_s=repository_s,
         triton_override_load_s=direct_s,
         read_and_encode_s=encode_s,
+        write_folder_s=copy_s,
     )
     return 0
 

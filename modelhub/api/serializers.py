@@ -21,7 +21,13 @@ from modelhub.registry.models import (
     TensorSpec,
     model_name_validator,
 )
-from modelhub.serving.models import Deployment, DeploymentTransition, InferenceServer, server_name_validator
+from modelhub.serving.models import (
+    Deployment,
+    DeploymentTransition,
+    InferenceServer,
+    server_name_validator,
+    validate_absolute_path,
+)
 
 
 def _link(serializer: serializers.Serializer, viewname: str, **kwargs) -> str:
@@ -195,6 +201,13 @@ class ServerSerializer(serializers.ModelSerializer):
         default=list,
         help_text="Backends this server has (Triton does not report them); empty means unknown",
     )
+    model_repository = Text(
+        max_length=500,
+        allow_blank=True,
+        default="",
+        validators=[validate_absolute_path],
+        help_text=InferenceServer._meta.get_field("model_repository").help_text,
+    )
     extensions = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
@@ -207,6 +220,7 @@ class ServerSerializer(serializers.ModelSerializer):
             "enabled",
             "labels",
             "backends",
+            "model_repository",
             "live",
             "ready",
             "last_seen_at",

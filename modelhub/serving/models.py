@@ -22,6 +22,12 @@ def validate_http_url(value: str) -> None:
         raise ValidationError(f"{value!r} must be an http:// or https:// URL with a host")
 
 
+# Only the form here: the web process may not see the folder at all (it is the
+# worker's, or a volume shared with Triton). The reconciler checks it can write there.
+# A regex, so the API schema carries it as a pattern.
+validate_absolute_path = RegexValidator(r"^/[^\x00]*$", "%(value)r must be an absolute path, e.g. /srv/triton/models")
+
+
 class InferenceServer(models.Model):
     """A Triton server ModelHub manages, reached over its HTTP endpoint."""
 
@@ -41,6 +47,13 @@ class InferenceServer(models.Model):
         default=list,
         blank=True,
         help_text="Backends this server has (Triton does not report them); empty means unknown",
+    )
+    model_repository = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_absolute_path],
+        help_text="A folder ModelHub can write that this Triton reads as its --model-repository (a shared volume, "
+        "or the same host), this server's alone; empty = send the model's files inside each load request",
     )
     # What Triton last told us about itself.
     live = models.BooleanField(null=True, blank=True)

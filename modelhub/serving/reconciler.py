@@ -4,7 +4,9 @@ It compares what should be loaded (Deployment.desired) with what Triton
 reports (model metadata and readiness: a model loaded by file override is not
 in the repository index), then loads or unloads. All versions of one model on
 one server are one Triton model, loaded in one call with
-version_policy.specific, so a load always sends every wanted version.
+version_policy.specific, so a load always sends every wanted version: its
+files inside the request, or, for a server with a model repository, written
+to that folder first (serving/model_repository.py) with only the config sent.
 
 Each model is reconciled on its own: under its own lock (per server and
 model, so two workers never load the same model twice while a slow load of one
@@ -35,9 +37,10 @@ from django.utils import timezone
 from modelhub.audit.actors import SYSTEM
 from modelhub.audit.log import record
 from modelhub.lib.onnx_models import ONNX_RUNNER_MODEL_PY
-from modelhub.registry.artifacts import read_artifact_files
+from modelhub.registry.artifacts import ArtifactFiles, read_artifact_files
 from modelhub.registry.models import Model, ModelVersion
 from modelhub.registry.triton_config import build_model_config, label_filename, metadata_differences, metadata_schema
+from modelhub.serving import model_repository
 from modelhub.serving.locks import model_lock
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.probe_inputs import answer_differences, probe_inputs
@@ -267,6 +270,8 @@ def _reconcile_model(
                 client.unload(model.name)
                 report.unloads.append(model.name)
                 record(SYSTEM, "triton.unload", server, model=model.name)
+                if server.model_repository:
+                    _tidy_model_repository(server, model.name, set())
             _fresh_connections(client)
             served = client.served_versions(model.name)
         bad = set()
@@ -394,7 +399,11 @@ def _load(
         hold_off([attempt[n] for n in new], retry_at)
         versions = sorted(attempt)
         try:
-            config, files = build_load_request(server, model.name, [d.version for d in attempt.values()])
+            loading = [d.version for d in attempt.values()]
+            if server.model_repository:  # Triton reads the files from its own folder
+                config, files = _write_to_model_repository(server, model.name, loading), []
+            else:
+                config, files = build_load_request(server, model.name, loading)
             _fresh_connections(client)
             client.load(model.name, config, files)
         except TritonUnavailable as exc:
@@ -424,6 +433,8 @@ def _load(
         else:
             report.loads.append(f"{model.name}: {versions}")
             record(SYSTEM, "triton.load", server, model=model.name, versions=versions)
+            if server.model_repository:  # Triton serves these versions only: the others' folders can go
+                _tidy_model_repository(server, model.name, set(attempt))
             return failed
     if triton_refused and not served:
         # Nothing of this model is served: unload it, so that Triton lets go
@@ -433,7 +444,20 @@ def _load(
             client.unload(model.name)
         except TritonError as exc:
             log.warning("unloading %s on %s after its failed load: %s", model.name, server.name, exc)
+        if server.model_repository:
+            _tidy_model_repository(server, model.name, set())
     return failed
+
+
+def _tidy_model_repository(server: InferenceServer, name: str, keep: set[int]) -> None:
+    """Remove the model's version folders not in `keep` (its whole folder if none); a failure only costs disk."""
+    try:
+        if keep:
+            model_repository.remove_versions_except(server.model_repository, name, keep)
+        else:
+            model_repository.remove_model(server.model_repository, name)
+    except (OSError, model_repository.ModelRepositoryError) as exc:
+        log.warning("tidying %s in the model repository of %s failed: %s", name, server.name, exc)
 
 
 def _fail_load(server, model, attempt: dict[int, Deployment], culprits: set[int], error: str, retry_at, report) -> None:
@@ -465,37 +489,52 @@ def _needs_onnx_runner(server: InferenceServer, version: ModelVersion) -> bool:
     return needs_onnx_runner(server, version)
 
 
+@dataclass
+class _LoadFiles:
+    """What one load of some versions of a model needs, listed, nothing read yet.
+
+    Where two sources give the same path, the later wins: newer versions'
+    model-level files, then generated files.
+    """
+
+    artifacts: dict[int, ArtifactFiles]  # version number -> its stored files
+    model_files: dict[str, ArtifactFiles]  # model-level path -> the artifact it is taken from
+    generated: dict[str, bytes]  # path in the model folder -> bytes (the ONNX runner, labels)
+
+
+def _load_files(server, versions: list[ModelVersion]) -> _LoadFiles:
+    newest = max(versions, key=lambda v: v.number)
+    files = _LoadFiles({}, {}, {})
+    for version in sorted(versions, key=lambda v: v.number):
+        artifact = files.artifacts[version.number] = read_artifact_files(version)
+        files.model_files.update(dict.fromkeys(artifact.model_files, artifact))
+        if _needs_onnx_runner(server, version):
+            files.generated[f"{version.number}/model.py"] = ONNX_RUNNER_MODEL_PY.encode()
+    for tensor in newest.outputs:
+        if tensor.labels:
+            files.generated[label_filename(tensor.name)] = "\n".join(tensor.labels).encode() + b"\n"
+    for path in files.generated:
+        files.model_files.pop(path, None)
+    return files
+
+
 def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple[dict, list[FileGroup]]:
     """The config and files of one load call for `versions` of a model.
 
-    The artifacts are only listed here; the load streams their files from
-    storage, so memory does not grow with the model. Generated files (the
-    ONNX runner, labels) are small and built in memory. Where two sources give
-    the same path, the later wins: newer versions' model-level files, then
-    generated files.
+    The files travel inside the request: the artifacts are only listed here
+    and the load streams their files from storage, so memory does not grow
+    with the model; generated files (the ONNX runner, labels) are small and
+    built in memory. (A server with a model repository gets them on disk
+    instead: see `_write_to_model_repository`.)
     """
     newest = max(versions, key=lambda v: v.number)
     config = deployable_config(server, newest, [v.number for v in versions])
-    artifacts = []
-    owner: dict[str, tuple[int, str, str] | None] = {}  # path -> (artifact index, kind, relpath); None: generated
-    generated: dict[str, bytes] = {}
-    for version in sorted(versions, key=lambda v: v.number):
-        index, artifact = len(artifacts), read_artifact_files(version)
-        artifacts.append(artifact)
-        for path in artifact.model_files:
-            owner[path] = (index, "model", path)
-        for path in artifact.version_files:
-            owner[f"{version.number}/{path}"] = (index, "version", path)
-        if _needs_onnx_runner(server, version):
-            generated[f"{version.number}/model.py"] = ONNX_RUNNER_MODEL_PY.encode()
-    for tensor in newest.outputs:
-        if tensor.labels:
-            generated[label_filename(tensor.name)] = "\n".join(tensor.labels).encode() + b"\n"
-    owner.update(dict.fromkeys(generated))
+    files = _load_files(server, versions)
 
-    def artifact_group(index: int) -> FileGroup:
-        artifact = artifacts[index]
-        paths = {(o[1], o[2]): path for path, o in owner.items() if o and o[0] == index}  # (kind, relpath) -> path
+    def artifact_group(number: int, artifact: ArtifactFiles) -> FileGroup:
+        paths = {("version", relpath): f"{number}/{relpath}" for relpath in artifact.version_files}
+        paths.update({("model", p): p for p, owner in files.model_files.items() if owner is artifact})
+        paths = {key: path for key, path in paths.items() if path not in files.generated}
         sizes = {path: artifact.size(kind, relpath) for (kind, relpath), path in paths.items()}
 
         @contextmanager
@@ -505,8 +544,23 @@ def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple
 
         return FileGroup(sizes, open_streams)
 
-    groups = [artifact_group(index) for index in range(len(artifacts))]
-    return config, [group for group in groups if group.sizes] + [FileGroup.in_memory(generated)]
+    groups = [artifact_group(number, artifact) for number, artifact in sorted(files.artifacts.items())]
+    return config, [group for group in groups if group.sizes] + [FileGroup.in_memory(files.generated)]
+
+
+def _write_to_model_repository(server, name: str, versions: list[ModelVersion]) -> dict:
+    """Write the model's folder into the server's model repository; the config of a load that reads it."""
+    newest = max(versions, key=lambda v: v.number)
+    files = _load_files(server, versions)
+    model_repository.write_model_folder(
+        server.model_repository,
+        server.name,
+        name,
+        {v.number: (v.sha256, files.artifacts[v.number]) for v in versions},
+        files.model_files,
+        files.generated,
+    )
+    return deployable_config(server, newest, [v.number for v in versions])
 
 
 def _schema_mismatch(client: TritonClient, version: ModelVersion) -> str:

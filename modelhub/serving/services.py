@@ -23,7 +23,7 @@ def servers_with_label(label: str, *, enabled_only: bool = True) -> list[Inferen
     return [s for s in servers if label in (s.labels or [])]
 
 
-SERVER_FIELDS = {"name", "base_url", "metrics_url", "enabled", "labels", "backends"}
+SERVER_FIELDS = {"name", "base_url", "metrics_url", "enabled", "labels", "backends", "model_repository"}
 
 
 def create_server(actor: Actor, **fields) -> InferenceServer:

@@ -309,8 +309,9 @@ class TritonClient:
 
     # --- repository API ------------------------------------------------------
 
-    def load(self, model: str, config: Mapping, files: Mapping[str, bytes] | Sequence[FileGroup]) -> None:
-        """Load (or reload) `model` from a config and file overrides.
+    def load(self, model: str, config: Mapping, files: Mapping[str, bytes] | Sequence[FileGroup] = ()) -> None:
+        """Load (or reload) `model` from a config and file overrides; without
+        files, Triton reads the model's folder in its own model repository.
 
         `files` maps paths inside the model folder ("1/model.py", "labels.txt")
         to bytes, or is a list of FileGroups that stream them; they travel in
@@ -326,8 +327,8 @@ class TritonClient:
                 self.server_name,
                 call,
                 f"the model's files are {body.files_size} bytes, over the {self.max_load_bytes} bytes one load may "
-                "carry (MODELHUB_MAX_LOAD_BYTES); raise it, or serve a model this large from a model repository "
-                "the Triton server reads itself",
+                "carry (MODELHUB_MAX_LOAD_BYTES); raise it, or give the server a model repository "
+                "(model_repository: a folder Triton reads itself)",
             )
         try:
             self._call(call, lambda _: self._post_load(model, body, self.load_timeout), timeout=self.load_timeout)

@@ -29,7 +29,7 @@ from tests.api.conftest import error_of
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_an_alias_move_cannot_deadlock_with_a_model_delete(registered):
     """delete_model locks the model row, then deletes the model's aliases. An alias move
     that locked its alias row before the model row made a lock cycle: Postgres killed
@@ -68,8 +68,8 @@ def test_an_alias_move_cannot_deadlock_with_a_model_delete(registered):
     assert Alias.objects.get(model=model, name="production").version.number == 2
 
 
-# Transactional tests below keep the roles (groups) the API fixtures need: serialized_rollback
-# restores what the data migrations wrote, which a flush would drop.
+# Transactional tests flush the roles (groups) the data migration wrote; the API
+# fixtures re-create the ones they need (tests/api/conftest.py make_user).
 
 # --- 20-way write races through a real web server, on SQLite and on Postgres ----------
 #
@@ -275,7 +275,7 @@ def test_twenty_way_write_races_on_sqlite_answer_no_500(tmp_path):
     assert statuses == {201: RACE, 200: RACE, 202: RACE}, log_path.read_text()[-4000:]
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_twenty_way_write_races_on_postgres_answer_no_500(tmp_path, make_user, make_token):
     token = make_token("read", "upload", "deploy", "admin", user=make_user("racer", is_superuser=True))
     db = connection.settings_dict
@@ -290,7 +290,7 @@ def test_twenty_way_write_races_on_postgres_answer_no_500(tmp_path, make_user, m
 # --- a conflict that outlasts the database's wait answers 503 with Retry-After ----------
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_a_write_that_waits_too_long_for_a_postgres_lock_answers_503_with_retry_after(admin_api, registered):
     registered("digits")
     db = connection.settings_dict

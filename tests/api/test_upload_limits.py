@@ -116,9 +116,8 @@ def _multipart(artifact: bytes, manifest: dict, boundary: str) -> bytes:
     )
 
 
-# A real server, as the test client always sends a Content-Length; serialized_rollback keeps
-# the roles the migrations create, which the token's user needs.
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+# A real server, as the test client always sends a Content-Length.
+@pytest.mark.django_db(transaction=True)
 def test_an_upload_without_content_length_is_411_saying_so(
     live_server, make_token, doubler_artifact, doubler_manifest, snapshot
 ):

@@ -11,7 +11,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.triton]
 
 def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, capsys, settings, tmp_path):
     settings.VAR_DIR = tmp_path
-    call_command("register_server", name="local", url=triton.http_url, backends="python")
+    # as scripts/run registers its local Triton: the model files go into its repository folder
+    call_command(
+        "register_server",
+        name="local",
+        url=triton.http_url,
+        backends="python",
+        model_repository=str(triton.repository),
+    )
     call_command("load_demo", server="local", timeout=120)
 
     out = capsys.readouterr().out
@@ -21,6 +28,7 @@ def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, 
     accuracies = [float(line.split("accuracy ")[1].split()[0]) for line in out.splitlines() if "answers on" in line]
     assert len(accuracies) == 2 and all(a > 0.9 for a in accuracies), out
     assert dict(Alias.objects.values_list("name", "version__number")) == {"production": 1, "staging": 2}
+    assert {p.name for p in (triton.repository / "digits").iterdir()} >= {"1", "2"}
 
     call_command("load_demo", server="local", timeout=120)  # idempotent
     assert model.versions.count() == 2

@@ -20,6 +20,13 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-url", default="")
         parser.add_argument("--labels", default="", help="comma-separated, e.g. staging,cpu")
         parser.add_argument("--backends", default="", help="comma-separated backends it has, e.g. python")
+        parser.add_argument(
+            "--model-repository",
+            default="",
+            help="absolute path of a folder the workers can write that this Triton reads as its --model-repository "
+            "(same host or a shared volume): Triton then reads the model files from there instead of receiving "
+            "them inside each load request; empty (default): files travel in the request",
+        )
 
     def handle(self, *args, **opts):
         actor = Actor(source=Source.CLI)
@@ -28,6 +35,7 @@ class Command(BaseCommand):
             "metrics_url": opts["metrics_url"],
             "labels": _split(opts["labels"]),
             "backends": _split(opts["backends"]),
+            "model_repository": opts["model_repository"],
             "enabled": True,
         }
         server = InferenceServer.objects.filter(name=opts["name"]).first()
