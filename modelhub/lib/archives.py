@@ -256,6 +256,45 @@ def iter_member_streams(
         raise ArchiveError("the archive changed since it was inspected (member missing)", next(iter(members)))
 
 
+_ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, 22 bytes we do not need, name and extra lengths
+_ZIP_ENCRYPTED = 0x1
+
+
+def stored_zip_ranges(path: str | os.PathLike[str], folder: ModelFolder) -> dict[tuple[str, str], tuple[int, int]]:
+    """Where the files a zip stores uncompressed lie in it: ``(kind, relpath) -> (offset, size)``.
+
+    Such a member's bytes are the file's bytes, so a caller can copy them file to
+    file (``os.copy_file_range``, in the kernel) instead of through ``zipfile``:
+    for a large model that is most of the time a copy takes. Compressed and
+    encrypted members are left out (read those with :func:`iter_member_streams`).
+    The CRC is not checked on this path: the caller trusts the stored artifact,
+    whose sha256 was taken when it was uploaded.
+    """
+    if folder.format != "zip":
+        return {}
+    result: dict[tuple[str, str], tuple[int, int]] = {}
+    with _errors(), open(path, "rb") as f:
+        length = os.fstat(f.fileno()).st_size
+        with zipfile.ZipFile(f) as zf:
+            for info in zf.infolist():
+                name = _zip_name(info)
+                entry = folder._members.get(name)
+                if entry is None or info.compress_type != zipfile.ZIP_STORED or info.flag_bits & _ZIP_ENCRYPTED:
+                    continue
+                kind, relpath = entry
+                size = (folder.version_files if kind == "version" else folder.model_files)[relpath]
+                f.seek(info.header_offset)
+                header = f.read(_ZIP_LOCAL_HEADER.size)
+                if len(header) != _ZIP_LOCAL_HEADER.size:
+                    raise ArchiveError("the archive changed since it was inspected (member header cut)", name)
+                signature, name_length, extra_length = _ZIP_LOCAL_HEADER.unpack(header)
+                offset = info.header_offset + _ZIP_LOCAL_HEADER.size + name_length + extra_length
+                if signature != b"PK\x03\x04" or info.file_size != size or offset + size > length:
+                    raise ArchiveError("the archive changed since it was inspected", name)
+                result[entry] = (offset, size)
+    return result
+
+
 class _SizedStream:
     """A member's stream that must yield exactly ``size`` bytes; errors become ArchiveErrors."""
 

@@ -37,6 +37,14 @@ class ArtifactFiles:
     def size(self, kind: str, relpath: str) -> int:
         return (self.version_files if kind == "version" else self.model_files)[relpath]
 
+    def stored_ranges(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """`(kind, relpath) -> (offset, size)` of the files kept byte for byte in the
+        stored file (a zip's uncompressed members, a bare model.onnx): they can be
+        copied out of `path` directly, without decompressing."""
+        if self.folder is None:
+            return {("version", ONNX_NAME): (0, self.version_files[ONNX_NAME])}
+        return archives.stored_zip_ranges(self.path, self.folder)
+
     @contextmanager
     def streams(
         self, wanted: Collection[tuple[str, str]] | None = None

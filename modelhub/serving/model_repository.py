@@ -132,7 +132,20 @@ def _fill_version_folder(staging: Path, artifact: ArtifactFiles) -> None:
             return
         except OSError:  # another file system, or links not allowed: copy it
             pass
-    with artifact.streams([("version", path) for path in artifact.version_files]) as members:
+    # Files the artifact keeps byte for byte (a zip's uncompressed members: model
+    # weights are usually stored so) are copied in the kernel; the rest are decompressed.
+    ranges = {relpath: span for (kind, relpath), span in artifact.stored_ranges().items() if kind == "version"}
+    if ranges:
+        with open(artifact.path, "rb") as source:
+            for relpath, (offset, size) in ranges.items():
+                target = _inside(staging, relpath)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    _copy_range(source, out, offset, size)
+    rest = [("version", path) for path in artifact.version_files if path not in ranges]
+    if not rest:
+        return
+    with artifact.streams(rest) as members:
         for _kind, relpath, stream in members:
             target = _inside(staging, relpath)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +168,30 @@ def _replace_file(target: Path, write) -> None:
 
 def _copy(stream, out) -> None:
     shutil.copyfileobj(stream, out, COPY_BUFFER_BYTES)
+
+
+def _copy_range(source, out, offset: int, size: int) -> None:
+    """Copy `size` bytes at `offset` of `source` to `out`: in the kernel where it can
+    (os.copy_file_range), else through a buffer."""
+    src, dst, done = source.fileno(), out.fileno(), 0
+    try:
+        while done < size:
+            copied = os.copy_file_range(src, dst, size - done, offset + done)
+            if copied == 0:
+                break
+            done += copied
+    except OSError:  # not supported between these file systems: the plain way
+        pass
+    while done < size:
+        chunk = os.pread(src, min(COPY_BUFFER_BYTES, size - done), offset + done)
+        if not chunk:
+            break
+        done += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+    if done != size:
+        raise OSError(f"the stored artifact ended {size - done} bytes early")
 
 
 def _marker(folder: Path) -> str | None:

@@ -26,6 +26,7 @@ from modelhub.lib.archives import (
     detect_format,
     inspect_archive,
     iter_files,
+    stored_zip_ranges,
 )
 
 FORMATS = ["zip", "tar.gz", "tar"]
@@ -724,3 +725,31 @@ def test_model_folder_repr_hides_the_member_mapping(tmp_path):
     found = inspect_archive(build(tmp_path, "zip", model_entries()))
     assert isinstance(found, ModelFolder)
     assert "_members" not in repr(found)
+
+
+def test_stored_zip_ranges_point_at_the_bytes_of_uncompressed_members_only(tmp_path):
+    weights, script = random.randbytes(70_000), b"print('hi')\n" * 100
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("1/weights.bin", weights, zipfile.ZIP_STORED)
+        zf.writestr("1/model.py", script, zipfile.ZIP_DEFLATED)
+        zf.writestr("labels.txt", b"a\nb\n", zipfile.ZIP_STORED)
+    folder = inspect_archive(path)
+
+    ranges = stored_zip_ranges(path, folder)
+
+    assert set(ranges) == {("version", "weights.bin"), ("model", "labels.txt")}
+    data = path.read_bytes()
+    offset, size = ranges["version", "weights.bin"]
+    assert data[offset : offset + size] == weights
+    offset, size = ranges["model", "labels.txt"]
+    assert data[offset : offset + size] == b"a\nb\n"
+
+
+def test_stored_zip_ranges_of_a_tar_are_empty(tmp_path):
+    path = tmp_path / "model.tar"
+    with tarfile.open(path, "w") as tf:
+        info = tarfile.TarInfo("1/model.py")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"x=1"))
+    assert stored_zip_ranges(path, inspect_archive(path)) == {}

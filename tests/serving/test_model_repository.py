@@ -167,7 +167,18 @@ def test_a_folder_the_worker_cannot_write_fails_the_deployment_naming_server_and
         assert os.listdir(folder) == []  # nothing half-written
 
 
-@pytest.mark.parametrize("packer", [make_zip, make_tar_gz], ids=["zip", "tar.gz"])
+def make_mixed_zip(path, files: dict[str, str | bytes]):
+    """A zip that stores its binary members uncompressed (as weights usually are) and
+    deflates the rest: the stored ones are copied out in the kernel, the others decompressed."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data, zipfile.ZIP_STORED if isinstance(data, bytes) else zipfile.ZIP_DEFLATED)
+    return path
+
+
+@pytest.mark.parametrize(
+    "packer", [make_zip, make_mixed_zip, make_tar_gz], ids=["zip", "zip-with-stored-members", "tar.gz"]
+)
 def test_a_version_folder_is_written_whole_byte_for_byte_and_a_stale_one_is_replaced(actor, manifest, tmp_path, packer):
     files = {"1/model.py": "print(1)\n", "1/sub/data.bin": os.urandom(300_000), "labels.txt": "a\nb\n"}
     version = register_version(
