@@ -130,6 +130,8 @@ class DeploymentTransition(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Retention deletes by age across every deployment.
+        indexes = [models.Index(fields=["created_at"], name="transition_created_at")]
 
     def __str__(self) -> str:
         return f"{self.deployment}: {self.from_state} -> {self.to_state}"
