@@ -322,7 +322,11 @@ def _smoke_mismatch(client: TritonClient, version: ModelVersion) -> str:
     '' if the answer's outputs have the registered names, datatypes and shapes."""
     arrays, datatypes = probe_inputs([t.as_dict() for t in version.inputs], version.max_batch_size)
     try:
-        answer = client.infer_outputs(version.model.name, version.number, arrays, datatypes)
+        # The first inference after a load may warm the model up (lazy initialisation,
+        # a GPU engine's first run): give it the load's timeout, not a health call's.
+        answer = client.infer_outputs(
+            version.model.name, version.number, arrays, datatypes, timeout=client.load_timeout
+        )
     except TritonUnavailable:
         raise
     except TritonError as exc:

@@ -370,21 +370,37 @@ class TritonClient:
         return {out["name"]: result.as_numpy(out["name"]) for out in result.get_response().get("outputs", [])}
 
     def infer_outputs(
-        self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]
+        self,
+        model: str,
+        version: int | None,
+        inputs: Mapping[str, np.ndarray],
+        datatypes: Mapping[str, str],
+        *,
+        timeout: float | None = None,
     ) -> list[dict]:
         """Run one inference; returns Triton's description of each output it
         answered with ({name, datatype, shape}), the data left undecoded."""
-        response = self._infer(model, version, inputs, datatypes).get_response()
+        response = self._infer(model, version, inputs, datatypes, timeout=timeout).get_response()
         return [{key: out.get(key) for key in ("name", "datatype", "shape")} for out in response.get("outputs", [])]
 
-    def _infer(self, model: str, version: int | None, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str]):
+    def _infer(
+        self,
+        model: str,
+        version: int | None,
+        inputs: Mapping[str, np.ndarray],
+        datatypes: Mapping[str, str],
+        *,
+        timeout: float | None = None,
+    ):
         tensors = []
         for name, array in inputs.items():
             tensor = triton_http.InferInput(name, list(array.shape), datatypes[name])
             tensor.set_data_from_numpy(array, binary_data=True)
             tensors.append(tensor)
         return self._call(
-            f"infer ({model})", lambda c: c.infer(model, tensors, model_version=str(version) if version else "")
+            f"infer ({model})",
+            lambda c: c.infer(model, tensors, model_version=str(version) if version else ""),
+            timeout=timeout,
         )
 
     # --- metrics -------------------------------------------------------------
