@@ -67,7 +67,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import bench_env, log, migrate, report, scratch_database, setup_django, workdir
+from _common import DOUBLER_MANIFEST, bench_env, log, migrate, report, scratch_database, setup_django, workdir
 
 MODEL = "bench-load"
 REPOSITORY_MODEL = "bench-load-repository"
@@ -97,15 +97,6 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", (x * 2).astype(np.float32))]))
         return responses
 """
-
-MANIFEST = {
-    "backend": "python",
-    "max_batch_size": 0,
-    "inputs": [{"name": "INPUT", "datatype": "FP32", "dims": [-1]}],
-    "outputs": [{"name": "OUTPUT", "datatype": "FP32", "dims": [-1]}],
-    "provenance": {"git_commit": "0123abcd", "ci_run_url": "https://ci.example.com/runs/1"},
-    "metadata": {"bench": True},
-}
 
 
 def write_model(zip_path: Path, repository_folder: Path, size_mib: int) -> None:
@@ -297,7 +288,9 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
             model_repository=str(triton.repository),
         )
         log("registering it")
-        version = register_version(get_or_create_model(MODEL, actor), artifact, json.loads(json.dumps(MANIFEST)), actor)
+        version = register_version(
+            get_or_create_model(MODEL, actor), artifact, json.loads(json.dumps(DOUBLER_MANIFEST)), actor
+        )
         version = version.version
         config = deployable_config(server, version, [version.number])
 

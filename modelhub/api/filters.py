@@ -129,6 +129,12 @@ _RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(
 _RFC3339_HELP = "an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z"
 
 
+def _refusal(message: str) -> forms.ValidationError:
+    """A filter value's refusal. Its message quotes what the client sent, and
+    django-filter %-formats messages: a client's "%" must stay text, not a 500."""
+    return forms.ValidationError(message.replace("%", "%%"))
+
+
 class RFC3339Field(forms.Field):
     """An RFC 3339 date-time, returned in UTC (Postgres refuses offsets beyond ±15:59)."""
 
@@ -137,7 +143,7 @@ class RFC3339Field(forms.Field):
             return None
         match = _RFC3339.fullmatch(value)
         if match is None:
-            raise forms.ValidationError(f"{value!r} is not {_RFC3339_HELP}")
+            raise _refusal(f"{value!r} is not {_RFC3339_HELP}")
         year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
         fraction, zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
         offset = timedelta(0) if zulu else timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
@@ -146,12 +152,12 @@ class RFC3339Field(forms.Field):
         if not (1 <= month <= 12 and hour <= 23 and minute <= 59 and second <= 60) or abs(offset) >= timedelta(
             hours=24
         ):
-            raise forms.ValidationError(f"{value!r} is not {_RFC3339_HELP}")
+            raise _refusal(f"{value!r} is not {_RFC3339_HELP}")
         try:
             # Year 0 is valid RFC 3339 but not a Python date: check the day in a leap year like it.
             datetime(year or 2000, month, day)
         except ValueError:
-            raise forms.ValidationError(f"{value!r} is not {_RFC3339_HELP}") from None
+            raise _refusal(f"{value!r} is not {_RFC3339_HELP}") from None
         if year == 0:
             return datetime.min.replace(tzinfo=UTC)
         micro = int((fraction or "0")[:6].ljust(6, "0"))
@@ -162,7 +168,7 @@ class RFC3339Field(forms.Field):
         except OverflowError:  # within a day of year 1 or 9999: clamp
             return datetime.min.replace(tzinfo=UTC) if year < 5000 else datetime.max.replace(tzinfo=UTC)
         if leap and (utc.hour, utc.minute) != (23, 59):
-            raise forms.ValidationError(f"{value!r}: a leap second is only at 23:59:60 UTC")
+            raise _refusal(f"{value!r}: a leap second is only at 23:59:60 UTC")
         return utc
 
 
@@ -176,7 +182,7 @@ class StrictBooleanField(forms.Field):
         if value is None:
             return None
         if value not in ("true", "false"):
-            raise forms.ValidationError(f"{value!r} is not true or false")
+            raise _refusal(f"{value!r} is not true or false")
         return value == "true"
 
 
@@ -190,7 +196,7 @@ class StrictIntegerField(forms.IntegerField):
         if value is None:
             return None
         if not re.fullmatch(r"-?[0-9]{1,19}", str(value)):
-            raise forms.ValidationError(f"{value!r} is not an integer")
+            raise _refusal(f"{value!r} is not an integer")
         return super().to_python(value)
 
 
@@ -205,7 +211,7 @@ class VersionNumberFilter(filters.NumberFilter):
 class StrictChoiceField(FilterChoiceField):
     def clean(self, value):
         if value == "":  # given but empty: not one of the choices (absent is None)
-            raise forms.ValidationError(f"'' is not one of {', '.join(str(k) for k, _ in self.choices if k)}")
+            raise _refusal(f"'' is not one of {', '.join(str(k) for k, _ in self.choices if k)}")
         return super().clean(value)
 
 

@@ -178,28 +178,10 @@ def iter_files(path: str | os.PathLike[str], folder: ModelFolder) -> Iterator[tu
     in archive order. Raises :class:`ArchiveError` if the archive no longer
     matches ``folder``.
     """
-    wanted = dict(folder._members)
-    with _errors(), open(path, "rb") as f:
-        if _detect(f) != folder.format:
-            raise ArchiveError("the archive changed since it was inspected")
-        if folder.format == "zip":
-            members = _iter_zip_members(f, wanted)
-        else:
-            members = _iter_tar_members(f, folder.format, wanted)
-        with closing(members):
-            for name, stream in members:
-                kind, relpath = wanted.pop(name)
-                sizes = folder.version_files if kind == "version" else folder.model_files
-                with _errors(name):
-                    data = _read_exactly(stream, sizes[relpath], name)
-                yield kind, relpath, data
-                if not wanted:
-                    return
-    if wanted:
-        raise ArchiveError(
-            "the archive changed since it was inspected (member missing)",
-            next(iter(wanted)),
-        )
+    for name, kind, relpath, stream, size in _stored_members(path, folder, None):
+        with _errors(name):
+            data = _read_exactly(stream, size, name)
+        yield kind, relpath, data
 
 
 # --------------------------------------------------------------------------
@@ -237,6 +219,16 @@ def iter_member_streams(
     member, a checksum error, or a member that is missing). Close the
     generator (``contextlib.closing``) to release the archive file early.
     """
+    for name, kind, relpath, stream, size in _stored_members(path, folder, wanted):
+        yield kind, relpath, _SizedStream(stream, size, name)
+
+
+def _stored_members(
+    path: str | os.PathLike[str], folder: ModelFolder, wanted: Collection[tuple[str, str]] | None
+) -> Iterator[tuple[str, str, str, IO[bytes], int]]:
+    """``(member name, kind, relpath, raw stream, listed size)`` of ``folder``'s files
+    (those in ``wanted``, default all), in archive order; a member that is gone, or
+    an archive of another format, is an ArchiveError."""
     members = {name: entry for name, entry in folder._members.items() if wanted is None or entry in wanted}
     with _errors(), open(path, "rb") as f:
         if _detect(f) != folder.format:
@@ -248,8 +240,13 @@ def iter_member_streams(
         with closing(streams):
             for name, stream in streams:
                 kind, relpath = members.pop(name)
-                size = (folder.version_files if kind == "version" else folder.model_files)[relpath]
-                yield kind, relpath, _SizedStream(stream, size, name)
+                yield (
+                    name,
+                    kind,
+                    relpath,
+                    stream,
+                    (folder.version_files if kind == "version" else folder.model_files)[relpath],
+                )
                 if not members:
                     return
     if members:

@@ -1,6 +1,7 @@
-"""Deploy and undeploy requests: write desired state, then wake the reconciler.
+"""Serving's write paths: servers, deploy and undeploy requests, and the deletes that
+must know where versions run (the registry's own deletes know nothing of serving).
 
-These never call Triton: the request commits desired state and returns; the
+These never call Triton: a request commits desired state and returns; the
 reconciler (a Celery task, enqueued on commit) does the slow part.
 """
 

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from modelhub.api.tokens import issue_token
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source
-from modelhub.registry.models import Model
+from modelhub.registry.models import Model, ModelVersion, TensorSpec
 from modelhub.serving.models import InferenceServer
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 
@@ -29,6 +29,22 @@ def isolated_storage(settings, tmp_path):
 
 def files_under(folder) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def snapshot(isolated_storage):
+    """What a refused upload must not change."""
+
+    def take() -> dict:
+        return {
+            "stored": files_under(isolated_storage / "media"),
+            "temporary": files_under(isolated_storage / "upload-tmp"),
+            "models": sorted(Model.objects.values_list("name", flat=True)),
+            "versions": ModelVersion.objects.count(),
+            "tensors": TensorSpec.objects.count(),
+        }
+
+    return take
 
 
 @pytest.fixture

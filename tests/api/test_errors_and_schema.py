@@ -129,3 +129,22 @@ def test_the_browsable_api_renders_for_signed_in_people(session_client, register
         response = client.get(path, HTTP_ACCEPT="text/html")
         assert response.status_code == 200, path
         assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "servers/?enabled=x%25%2F",  # the value schemathesis found: "%/" in a boolean filter
+        "servers/?live=50%25",
+        "deployments/?version=9%25d",
+        "audit/?since=2026%25s",
+        "deployments/?desired=",
+    ],
+)
+def test_a_percent_sign_in_a_bad_filter_value_is_a_400_quoting_it(admin_api, query):
+    response = admin_api.get(f"/api/v1/{query}")
+    assert response.status_code == 400, response.content
+    error = error_of(response)
+    assert error["code"] == "invalid"
+    if "%25" in query:
+        assert "%" in error["message"], error

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper
 
 from modelhub.api import uploads
 from modelhub.audit.models import AuditEvent
-from modelhub.registry.models import Model, ModelVersion, TensorSpec
-from tests.api.conftest import error_of, files_under, upload
+from modelhub.registry.models import Model, ModelVersion
+from tests.api.conftest import error_of, upload
 from tests.conftest import doubler_source, make_tar_gz, make_zip
 
 pytestmark = pytest.mark.django_db
@@ -29,22 +29,6 @@ max_batch_size: 0
 input [{ name: "INPUT", data_type: TYPE_FP32, dims: [ -1 ] }]
 output [{ name: "OUTPUT", data_type: TYPE_FP32, dims: [ -1 ] }]
 """
-
-
-@pytest.fixture
-def snapshot(isolated_storage):
-    """What a refused upload must not change."""
-
-    def take() -> dict:
-        return {
-            "stored": files_under(isolated_storage / "media"),
-            "temporary": files_under(isolated_storage / "upload-tmp"),
-            "models": sorted(Model.objects.values_list("name", flat=True)),
-            "versions": ModelVersion.objects.count(),
-            "tensors": TensorSpec.objects.count(),
-        }
-
-    return take
 
 
 # --- the happy path ------------------------------------------------------------------

@@ -18,26 +18,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from modelhub.registry.models import Model, ModelVersion, TensorSpec
 from modelhub.settings import BASE_DIR
-from tests.api.conftest import error_of, files_under, upload
+from tests.api.conftest import error_of, upload
 from tests.conftest import doubler_source, make_zip
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def snapshot(isolated_storage):
-    def take() -> dict:
-        return {
-            "stored": files_under(isolated_storage / "media"),
-            "temporary": files_under(isolated_storage / "upload-tmp"),
-            "models": sorted(Model.objects.values_list("name", flat=True)),
-            "versions": ModelVersion.objects.count(),
-            "tensors": TensorSpec.objects.count(),
-        }
-
-    return take
 
 
 def _manifest(doubler_manifest: dict, **changes) -> dict:
