@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "modelhub.audit",
     "modelhub.registry",
     "modelhub.serving",
+    "modelhub.monitoring",
+    "modelhub.alerts",
     "modelhub.api",
     "modelhub.ui",
     "modelhub.demo",

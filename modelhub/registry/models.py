@@ -27,6 +27,12 @@ class Model(models.Model):
     description = models.TextField(blank=True)
     task_kind = models.CharField(max_length=20, choices=TaskKind.choices, default=TaskKind.OTHER)
     owners = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_models")
+    latency_slo_ms = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="The p95 latency (ms, client side) this model must stay under: the latency alert and the "
+        "promotion gate compare with it; empty = no latency objective",
+    )
     # The highest version number ever given out. Numbers are never reused: "v3" in a CI
     # log, an audit row or an alert must keep meaning the same bytes after v3 is deleted.
     last_version_number = models.PositiveIntegerField(default=0, editable=False)
@@ -176,4 +182,62 @@ class AliasMove(models.Model):
         return f"{self.model.name}@{self.alias}: {self.from_version_id} -> {self.to_version_id}"
 
 
-__all__ = ["Alias", "AliasMove", "Model", "ModelVersion", "TensorSpec", "TaskKind", "SchemaError"]
+class EvaluationMetric(models.TextChoices):
+    ACCURACY = "accuracy"
+    TOP_K_ACCURACY = "top_k_accuracy", "top-k accuracy"
+    MACRO_F1 = "macro_f1", "macro F1"
+    MAE = "mae", "mean absolute error"
+    RMSE = "rmse", "root mean squared error"
+
+
+# Metrics where lower is better: the threshold is a ceiling, not a floor.
+LOWER_IS_BETTER = frozenset({EvaluationMetric.MAE, EvaluationMetric.RMSE})
+
+
+class EvaluationSetFormat(models.TextChoices):
+    NPZ = "npz", "NumPy .npz"
+    JSONL = "jsonl", "JSON lines"
+
+
+def evaluation_set_path(evaluation_set: "EvaluationSet", filename: str) -> str:
+    return f"{evaluation_set.model.name}/evaluation/{evaluation_set.sha256}.{evaluation_set.file_format}"
+
+
+class EvaluationSet(models.Model):
+    """Inputs and expected outputs the accuracy check sends through Triton, one per
+    model (a new upload replaces it). Validated against the schema on upload and
+    stored like artifacts."""
+
+    model = models.OneToOneField(Model, on_delete=models.CASCADE, related_name="evaluation_set")
+    file = models.FileField(upload_to=evaluation_set_path, max_length=300)
+    file_format = models.CharField(max_length=5, choices=EvaluationSetFormat.choices)
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    rows = models.PositiveIntegerField()
+    # Which output the expectations are for, and how a version's answers are scored.
+    output = models.CharField(max_length=128)
+    metric = models.CharField(max_length=20, choices=EvaluationMetric.choices, default=EvaluationMetric.ACCURACY)
+    k = models.PositiveSmallIntegerField(default=1, help_text="k of top-k accuracy")
+    threshold = models.FloatField(
+        null=True, blank=True, help_text="Below this (above, for MAE/RMSE) the accuracy check fails and alerts"
+    )
+    tolerance = models.FloatField(
+        default=0.0, help_text="A gated promotion accepts a candidate scoring at most this much worse than production"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model__name"]
+
+    def __str__(self) -> str:
+        return f"evaluation set of {self.model.name} ({self.rows} rows, {self.metric})"
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+
+__all__ = ["Alias", "AliasMove", "EvaluationMetric", "EvaluationSet", "Model", "ModelVersion", "TensorSpec", "TaskKind", "SchemaError"]
