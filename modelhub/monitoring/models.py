@@ -48,7 +48,7 @@ class CheckResult(models.Model):
         ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="check_results"
     )
     value = models.FloatField(null=True, blank=True, help_text="The check's headline figure (p95 ms, accuracy, …)")
-    message = models.TextField(blank=True, help_text="What was wrong, in words: Triton's reason, the tensor that differs")
+    message = models.TextField(blank=True, help_text="What was wrong: Triton's reason, the tensor that differs")
     details = models.JSONField(default=dict, blank=True)
     # A pass's results carry "<pass id>:<kind>:<target>": a task retried, or run by
     # two workers, writes each result once (the unique constraint drops the second).

@@ -240,4 +240,14 @@ class EvaluationSet(models.Model):
         return self.metric in LOWER_IS_BETTER
 
 
-__all__ = ["Alias", "AliasMove", "EvaluationMetric", "EvaluationSet", "Model", "ModelVersion", "TensorSpec", "TaskKind", "SchemaError"]
+__all__ = [
+    "Alias",
+    "AliasMove",
+    "EvaluationMetric",
+    "EvaluationSet",
+    "Model",
+    "ModelVersion",
+    "TensorSpec",
+    "TaskKind",
+    "SchemaError",
+]
