@@ -55,7 +55,7 @@ class Migration(migrations.Migration):
                 ('kind', models.CharField(choices=[('server_health', 'server health'), ('model_ready', 'model readiness'), ('schema', 'schema conformance'), ('latency', 'latency probe'), ('stats', 'Triton statistics'), ('metrics', 'server metrics'), ('accuracy', 'accuracy'), ('memory', 'memory around loads')], max_length=20)),
                 ('status', models.CharField(choices=[('ok', 'Ok'), ('warn', 'Warn'), ('fail', 'Fail')], max_length=4)),
                 ('value', models.FloatField(blank=True, help_text="The check's headline figure (p95 ms, accuracy, …)", null=True)),
-                ('message', models.TextField(blank=True, help_text="What was wrong, in words: Triton's reason, the tensor that differs")),
+                ('message', models.TextField(blank=True, help_text="What was wrong: Triton's reason, the tensor that differs")),
                 ('details', models.JSONField(blank=True, default=dict)),
                 ('dedupe_key', models.CharField(blank=True, max_length=200, null=True, unique=True)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
