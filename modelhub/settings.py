@@ -170,6 +170,19 @@ _EMAIL_SCHEMES = {"consolemail", "smtp", "smtps", "smtp+tls", "smtp+ssl", "dummy
 vars().update(environ.Env.email_url_config(_url_with_scheme("EMAIL_URL", "consolemail://", _EMAIL_SCHEMES)))
 DEFAULT_FROM_EMAIL = _read("DEFAULT_FROM_EMAIL", env.str, "modelhub@localhost")
 
+# --- Alerts -----------------------------------------------------------------
+# Links in alert emails are absolute: the address people reach ModelHub at.
+MODELHUB_BASE_URL = _url_with_scheme("MODELHUB_BASE_URL", "http://127.0.0.1:8000", {"http", "https"})
+# Told about every alert, besides each rule's owners, addresses and groups (e.g. an on-call list).
+ALERT_EMAILS = _read("MODELHUB_ALERT_EMAILS", env.list, [])
+# A failed send is tried again after ALERT_RETRY_BACKOFF_S, doubling, up to ALERT_MAX_ATTEMPTS in all.
+ALERT_MAX_ATTEMPTS = _read("MODELHUB_ALERT_MAX_ATTEMPTS", env.int, 5)
+ALERT_RETRY_BACKOFF_S = _read("MODELHUB_ALERT_RETRY_BACKOFF_S", env.float, 30.0)
+# How often modelhub.alerts.tasks.send_notifications runs (retries, reminders, held flips).
+ALERT_SEND_INTERVAL_S = _read("MODELHUB_ALERT_SEND_INTERVAL_S", env.float, 10.0)
+if ALERT_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured(f"MODELHUB_ALERT_MAX_ATTEMPTS={ALERT_MAX_ATTEMPTS} must be at least 1")
+
 # --- Celery -----------------------------------------------------------------
 _BROKER_SCHEMES = {"filesystem", "redis", "rediss", "amqp", "amqps", "pyamqp", "memory"}
 CELERY_BROKER_URL = _url_with_scheme("CELERY_BROKER_URL", "filesystem://", _BROKER_SCHEMES)
@@ -181,6 +194,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_broker_dir),
         "control_folder": str(_broker_dir / "control"),
     }
+    # kombu's own writes a message in place, and a worker can read it half-written.
+    CELERY_BROKER_TRANSPORT = "modelhub.filesystem_broker:Transport"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -190,13 +205,36 @@ CELERY_TASK_SOFT_TIME_LIMIT = 14 * 60
 CELERY_TASK_ALWAYS_EAGER = _strict_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The interval the reconcile schedule gets when it is first created; after that the
+# schedule is a row to edit in the admin (modelhub/monitoring/schedules.py).
 RECONCILE_INTERVAL_S = _read("MODELHUB_RECONCILE_INTERVAL_S", env.float, 30.0)
-CELERY_BEAT_SCHEDULE = {
-    "reconcile-all-servers": {
-        "task": "modelhub.serving.tasks.reconcile_all",
-        "schedule": RECONCILE_INTERVAL_S,
-    },
+# Empty on purpose: the DatabaseScheduler writes these entries over the PeriodicTask rows
+# at every beat start, which would undo an admin's edit. Schedules are rows, created
+# when missing by modelhub.monitoring.schedules.ensure_schedules (after each migrate).
+CELERY_BEAT_SCHEDULE: dict = {}
+# Queues: each kind of work has its own, so a long load or an accuracy run never sits
+# in front of a health check. The first matching pattern wins; anything else goes to
+# the default queue "celery". Every worker command consumes all of TASK_QUEUE_NAMES
+# (scripts/run, docker/, tests/serving/test_worker.py).
+CELERY_TASK_ROUTES = {
+    "modelhub.serving.*": {"queue": "reconcile"},
+    "modelhub.monitoring.accuracy_tasks.*": {"queue": "accuracy"},
+    "modelhub.monitoring.*": {"queue": "checks"},
+    "modelhub.alerts.*": {"queue": "notify"},
 }
+TASK_QUEUE_NAMES = ["celery", "reconcile", "checks", "notify", "accuracy"]
+# (soft, hard) seconds for the tasks of a queue that set no limit of their own
+# (modelhub.celery.QueueTimeLimits); other tasks get CELERY_TASK_(SOFT_)TIME_LIMIT.
+TASK_TIME_LIMITS_BY_QUEUE = {
+    "reconcile": (14 * 60, 15 * 60),  # loads of large models (MODELHUB_TRITON_LOAD_TIMEOUT_S each)
+    "checks": (50, 60),  # a pass costs one call timeout per server, never minutes
+    "notify": (100, 120),  # SMTP has its own timeouts; a stuck send must not hold the queue
+    "accuracy": (28 * 60, 30 * 60),  # a whole evaluation set through Triton
+}
+CELERY_TASK_ANNOTATIONS = ["modelhub.celery.QueueTimeLimits"]
+# One message at a time per worker process: a process busy with a long task does not
+# hold short ones it prefetched (workers also run with -O fair).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 
 # --- Triton -----------------------------------------------------------------
 # Every Triton call has a timeout: a load can hang forever (shared/TRITON.md).
@@ -208,6 +246,60 @@ TRITON_LOAD_TIMEOUT_S = _read("MODELHUB_TRITON_LOAD_TIMEOUT_S", env.float, 120.0
 MAX_LOAD_BYTES = _read("MODELHUB_MAX_LOAD_BYTES", env.int, 8 * 1024**3)
 # After a failed load, the reconciler waits this long before trying again.
 DEPLOY_RETRY_AFTER_S = _read("MODELHUB_DEPLOY_RETRY_AFTER_S", env.float, 300.0)
+
+# --- Monitoring ---------------------------------------------------------------
+# How often each check pass runs (seconds). The schedules themselves live in the
+# database (django-celery-beat); these are the intervals they are created with,
+# and each pass task's time limit stays below its interval.
+MONITORING_HEALTH_INTERVAL_S = _read("MODELHUB_MONITORING_HEALTH_INTERVAL_S", env.float, 30.0)
+MONITORING_MODEL_CHECKS_INTERVAL_S = _read("MODELHUB_MONITORING_MODEL_CHECKS_INTERVAL_S", env.float, 60.0)
+MONITORING_LATENCY_INTERVAL_S = _read("MODELHUB_MONITORING_LATENCY_INTERVAL_S", env.float, 60.0)
+MONITORING_STATS_INTERVAL_S = _read("MODELHUB_MONITORING_STATS_INTERVAL_S", env.float, 60.0)
+MONITORING_METRICS_INTERVAL_S = _read("MODELHUB_MONITORING_METRICS_INTERVAL_S", env.float, 30.0)
+# Each Triton call of a check waits at most this long: a dead server costs this, once per pass.
+MONITORING_CALL_TIMEOUT_S = _read("MODELHUB_MONITORING_CALL_TIMEOUT_S", env.float, 5.0)
+# Calls a pass makes at once (threads), across all servers and deployments.
+MONITORING_PARALLEL_CALLS = _read("MODELHUB_MONITORING_PARALLEL_CALLS", env.int, 32)
+# Requests of one latency probe (p50/p95/p99 are computed from them).
+LATENCY_PROBE_REQUESTS = _read("MODELHUB_LATENCY_PROBE_REQUESTS", env.int, 20)
+# Memory around loads: the sample after a load/unload is taken this much later
+# (Triton refreshes its CPU/GPU metrics every 2 s by default), and an unload that
+# gives back less than (1 - tolerance) of what the load took is flagged.
+MONITORING_MEMORY_SETTLE_S = _read("MODELHUB_MONITORING_MEMORY_SETTLE_S", env.float, 2.5)
+MONITORING_MEMORY_TOLERANCE = _read("MODELHUB_MONITORING_MEMORY_TOLERANCE", env.float, 0.2)
+for _name in ("HEALTH", "MODEL_CHECKS", "LATENCY", "STATS", "METRICS"):
+    if vars()[f"MONITORING_{_name}_INTERVAL_S"] < 5:
+        raise ImproperlyConfigured(f"MODELHUB_MONITORING_{_name}_INTERVAL_S must be at least 5 (seconds)")
+for _name, _value, _least in (
+    ("MODELHUB_MONITORING_CALL_TIMEOUT_S", MONITORING_CALL_TIMEOUT_S, 0.1),
+    ("MODELHUB_MONITORING_PARALLEL_CALLS", MONITORING_PARALLEL_CALLS, 1),
+    ("MODELHUB_LATENCY_PROBE_REQUESTS", LATENCY_PROBE_REQUESTS, 1),
+):
+    if _value < _least:
+        raise ImproperlyConfigured(f"{_name}={_value} must be at least {_least}")
+
+# --- Accuracy ---------------------------------------------------------------
+# A loaded version's accuracy is measured again when its last result is older than this
+# (seconds), and at once when it has none (the accuracy_pass schedule runs more often).
+MONITORING_ACCURACY_INTERVAL_S = _read("MODELHUB_MONITORING_ACCURACY_INTERVAL_S", env.float, 24 * 3600.0)
+# One accuracy run (the whole set through Triton) stops and fails past this many seconds;
+# the run an API call waits for gets the second, shorter bound.
+ACCURACY_RUN_TIMEOUT_S = _read("MODELHUB_ACCURACY_RUN_TIMEOUT_S", env.float, 20 * 60.0)
+ACCURACY_API_TIMEOUT_S = _read("MODELHUB_ACCURACY_API_TIMEOUT_S", env.float, 120.0)
+# Evaluation sets: upload size, rows, and (for .npz, a zip) the size the arrays unpack to.
+MAX_EVALUATION_BYTES = _read("MODELHUB_MAX_EVALUATION_BYTES", env.int, 512 * 1024**2)
+MAX_EVALUATION_ROWS = _read("MODELHUB_MAX_EVALUATION_ROWS", env.int, 1_000_000)
+MAX_EVALUATION_UNPACKED_BYTES = _read("MODELHUB_MAX_EVALUATION_UNPACKED_BYTES", env.int, 2 * 1024**3)
+for _name, _value, _least in (
+    ("MODELHUB_MONITORING_ACCURACY_INTERVAL_S", MONITORING_ACCURACY_INTERVAL_S, 60),
+    ("MODELHUB_ACCURACY_RUN_TIMEOUT_S", ACCURACY_RUN_TIMEOUT_S, 1),
+    ("MODELHUB_ACCURACY_API_TIMEOUT_S", ACCURACY_API_TIMEOUT_S, 1),
+    ("MODELHUB_MAX_EVALUATION_BYTES", MAX_EVALUATION_BYTES, 1),
+    ("MODELHUB_MAX_EVALUATION_ROWS", MAX_EVALUATION_ROWS, 1),
+    ("MODELHUB_MAX_EVALUATION_UNPACKED_BYTES", MAX_EVALUATION_UNPACKED_BYTES, 1),
+):
+    if _value < _least:
+        raise ImproperlyConfigured(f"{_name}={_value} must be at least {_least}")
 
 # --- Uploads ----------------------------------------------------------------
 MAX_ARTIFACT_BYTES = _read("MODELHUB_MAX_ARTIFACT_BYTES", env.int, 4 * 1024**3)
@@ -239,11 +331,27 @@ RETENTION_DAYS_TRANSITIONS = _retention_days("MODELHUB_RETENTION_DAYS_TRANSITION
 RETENTION_DAYS_AUDIT = _retention_days("MODELHUB_RETENTION_DAYS_AUDIT")
 RETENTION_BATCH_SIZE = 1000
 # The task is not in a tasks.py module, where autodiscovery would find it.
-CELERY_IMPORTS = ["modelhub.serving.retention"]
-CELERY_BEAT_SCHEDULE["expire-old-rows"] = {
-    "task": "modelhub.serving.retention.expire_old_rows",
-    "schedule": 3600.0,  # hourly; with retention off it does nothing
-}
+CELERY_IMPORTS = ["modelhub.serving.retention", "modelhub.monitoring.accuracy_tasks"]
+# Scheduled hourly (the expire-old-rows PeriodicTask, modelhub/monitoring/schedules.py).
+
+# --- Time series ------------------------------------------------------------
+# How long check points are kept: raw points (hours), per-minute and per-hour roll-ups
+# and check results (days). modelhub.monitoring.maintenance rolls points up and then
+# deletes older rows in batches, never a raw point or minute roll-up not rolled up yet.
+MONITORING_RAW_RETENTION_HOURS = _read("MODELHUB_MONITORING_RAW_RETENTION_HOURS", env.int, 48)
+MONITORING_MINUTE_RETENTION_DAYS = _read("MODELHUB_MONITORING_MINUTE_RETENTION_DAYS", env.int, 14)
+MONITORING_HOUR_RETENTION_DAYS = _read("MODELHUB_MONITORING_HOUR_RETENTION_DAYS", env.int, 400)
+MONITORING_RESULT_RETENTION_DAYS = _read("MODELHUB_MONITORING_RESULT_RETENTION_DAYS", env.int, 30)
+# Raw points: two hours at least, since a chart reads the hour the roll-ups are filling from them.
+for _name, _value, _least in (
+    ("MODELHUB_MONITORING_RAW_RETENTION_HOURS", MONITORING_RAW_RETENTION_HOURS, 2),
+    ("MODELHUB_MONITORING_MINUTE_RETENTION_DAYS", MONITORING_MINUTE_RETENTION_DAYS, 1),
+    ("MODELHUB_MONITORING_HOUR_RETENTION_DAYS", MONITORING_HOUR_RETENTION_DAYS, 1),
+    ("MODELHUB_MONITORING_RESULT_RETENTION_DAYS", MONITORING_RESULT_RETENTION_DAYS, 1),
+):
+    if _value < _least:
+        raise ImproperlyConfigured(f"{_name}={_value} must be at least {_least}")
+CELERY_IMPORTS.append("modelhub.monitoring.maintenance")
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -273,7 +381,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Deployments and their transitions share one set of states: one enum in the schema.
-    "ENUM_NAME_OVERRIDES": {"ObservedStateEnum": "modelhub.serving.models.ObservedState"},
+    "ENUM_NAME_OVERRIDES": {
+        "ObservedStateEnum": "modelhub.serving.models.ObservedState",
+        "CheckStatusEnum": "modelhub.monitoring.models.Status",
+        "AlertStateEnum": "modelhub.alerts.models.AlertState",
+    },
 }
 
 LOGIN_URL = "/admin/login/"

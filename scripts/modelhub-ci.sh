@@ -12,6 +12,12 @@
 #                                deploy it there and wait until it is loaded first
 #   modelhub-ci.sh rollback N    the same as promote: rolling back is moving the alias
 #                                back to an earlier version
+#   --gate (or GATE=1) with release, promote or rollback: ModelHub moves ALIAS only if
+#                                the version passes the promotion gates (loaded, conforms
+#                                to its schema, p95 within the model's latency SLO,
+#                                accuracy no worse than the current version's minus the
+#                                tolerance); a failed gate fails the pipeline, naming it
+#                                and its figures. E.g. modelhub-ci.sh promote --gate 7
 #
 # The version number is the only thing printed on stdout (V=$(modelhub-ci.sh)),
 # progress and errors go to stderr. Any failure (an HTTP error, a failed load on
@@ -27,6 +33,7 @@
 #   MANIFEST          path of the manifest JSON file (schema, backend, provenance, ...)
 #   SERVER | LABEL    where to deploy: one server's name, or all servers with a label
 #   ALIAS             alias to move (default: staging)
+#   GATE              1: promote past the promotion gates only (the same as --gate)
 #   WAIT_SECONDS      how long to wait for Triton to load the version (default: 300)
 #   POLL_SECONDS      how often to look (default: 2)
 #   MODELHUB_CURL_OPTS  extra curl options, e.g. "--cacert /etc/ssl/modelhub.pem"
@@ -134,8 +141,21 @@ api() {
   if [ -z "$message" ]; then # not ModelHub's JSON (a proxy's page?): show its start
     message=$(tr '\n' ' ' <"$BODY" | cut -c 1-500)
   fi
+  show_gates <"$BODY"
   # ModelHub's message already names every field at fault (error.fields too).
   die "$method $path failed: HTTP $code: $message"
+}
+
+# show_gates < body: each gate of a refused gated promotion on its own line (stderr).
+show_gates() {
+  json_flat | LC_ALL=C awk '
+    /^gates\[[0-9]+\]\.(name|status|message)=/ {
+      i = $0; sub(/^gates\[/, "", i); sub(/\].*/, "", i)
+      k = $0; sub(/^gates\[[0-9]+\]\./, "", k); v = k; sub(/=.*/, "", k); sub(/^[^=]*=/, "", v)
+      val[i, k] = v; if (i + 1 > n) n = i + 1
+    }
+    END { for (i = 0; i < n; i++) printf "%s:   gate %s: %s: %s\n", prog, val[i, "name"], val[i, "status"], val[i, "message"] }
+  ' prog="$PROG" >&2
 }
 
 need() {
@@ -240,14 +260,37 @@ wait_loaded() { # wait_loaded N "ID ...": poll each deployment until observed=lo
   done
 }
 
-promote() { # promote N: point ALIAS at version N
-  say "pointing $MODEL@$ALIAS at version $1"
-  api PUT "/api/v1/models/$MODEL/aliases/$ALIAS/" -H 'Content-Type: application/json' --data "{\"version\": $1}"
+promote() { # promote N: point ALIAS at version N (past the gates with GATE=1)
+  if [ -n "$GATE" ]; then
+    say "pointing $MODEL@$ALIAS at version $1 if it passes the promotion gates"
+    api PUT "/api/v1/models/$MODEL/aliases/$ALIAS/" -H 'Content-Type: application/json' \
+      --data "{\"version\": $1, \"gate\": true}"
+    say "version $1 passed every gate"
+  else
+    say "pointing $MODEL@$ALIAS at version $1"
+    api PUT "/api/v1/models/$MODEL/aliases/$ALIAS/" -H 'Content-Type: application/json' --data "{\"version\": $1}"
+  fi
 }
 
 # --- main ------------------------------------------------------------------------
 MODE=${1:-release}
 case $MODE in -h | --help | help) usage ;; esac
+[ $# -eq 0 ] || shift
+case ${GATE:-} in
+  "" | 0 | false | no) GATE="" ;;
+  1 | true | yes) GATE=1 ;;
+  *) die "GATE='$GATE' must be 1 (promote past the gates) or 0" ;;
+esac
+POSITIONAL=""
+for arg in "$@"; do
+  case $arg in
+    --gate) GATE=1 ;;
+    -*) usage ;;
+    *) POSITIONAL="$POSITIONAL $arg" ;;
+  esac
+done
+# shellcheck disable=SC2086  # the positional arguments, split again (a version number has no spaces)
+set -- $POSITIONAL
 
 need MODELHUB_URL "e.g. https://modelhub.example.com"
 need MODELHUB_TOKEN "an API token; see docs/ci/README.md"
@@ -275,19 +318,19 @@ AUTH_HEADER=$TMP/auth
 
 case $MODE in
   release)
-    [ $# -le 1 ] || usage
+    [ $# -eq 0 ] || usage
     upload
     deploy "$VERSION"
     promote "$VERSION"
     say "done: $MODEL version $VERSION is loaded and is $MODEL@$ALIAS"
     ;;
   upload)
-    [ $# -le 1 ] || usage
+    [ $# -eq 0 ] || usage
     upload
     ;;
   deploy | promote | rollback)
-    [ $# -eq 2 ] || usage
-    VERSION=$2
+    [ $# -eq 1 ] || usage
+    VERSION=$1
     check_number "$VERSION"
     if [ "$MODE" = deploy ] || [ -n "${SERVER:-}${LABEL:-}" ]; then
       deploy "$VERSION"

@@ -15,4 +15,6 @@ CELERY_TASK_EAGER_PROPAGATES = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
 TRITON_TIMEOUT_S = 3.0
 TRITON_LOAD_TIMEOUT_S = 30.0
+# Eager Celery runs the memory sample after a load at once: no settle wait on every test's load.
+MONITORING_MEMORY_SETTLE_S = 0.0
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns if it is missing

@@ -23,7 +23,7 @@ from modelhub.serving.services import request_deploy, request_undeploy
 
 pytestmark = pytest.mark.django_db
 
-MODELHUB_APPS = {"audit", "registry", "serving", "api"}
+MODELHUB_APPS = {"audit", "registry", "serving", "api", "alerts"}
 
 
 def url(model, view: str, *args) -> str:

@@ -169,6 +169,12 @@ class AliasSerializer(serializers.ModelSerializer):
 
 class AliasPointSerializer(serializers.Serializer):
     version = StrictInteger(min_value=1, max_value=2_147_483_647, help_text="Version number to point at")
+    gate = StrictBoolean(
+        default=False,
+        help_text="Move only if the version passes the promotion gates (loaded, conforms to its schema, p95 within "
+        "the model's latency SLO, accuracy no worse than the current version's minus the tolerance); "
+        "otherwise 409 with the gates and their figures",
+    )
 
 
 class AliasMoveSerializer(serializers.ModelSerializer):

@@ -2,7 +2,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from modelhub.api import views
+from modelhub.api import alerts_views, evaluation_views, monitoring_views, run_now_views, views
 
 app_name = "api"
 
@@ -16,10 +16,35 @@ router.register(
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
 router.register("servers", views.ServerViewSet, basename="server")
 router.register("audit", views.AuditViewSet, basename="audit")
+router.register("alerts", alerts_views.AlertViewSet, basename="alert")
+router.register("alert-rules", alerts_views.AlertRuleViewSet, basename="alert-rule")
+router.register("check-results", monitoring_views.CheckResultViewSet, basename="check-result")
 
 urlpatterns = [
     path("api/v1/", include(router.urls)),
     path("api/v1/whoami/", views.WhoAmIView.as_view(), name="whoami"),
+    path("api/v1/series/", monitoring_views.SeriesView.as_view(), name="series"),
+    path("api/v1/series/available/", monitoring_views.SeriesAvailableView.as_view(), name="series-available"),
+    re_path(
+        r"^api/v1/deployments/(?P<pk>[0-9]{1,18})/check/$",
+        run_now_views.DeploymentCheckViewSet.as_view({"post": "check"}),
+        name="deployment-check",
+    ),
+    re_path(
+        rf"^api/v1/servers/(?P<name>{views.PATH_SEGMENT})/check/$",
+        run_now_views.ServerCheckViewSet.as_view({"post": "check"}),
+        name="server-check",
+    ),
+    re_path(
+        rf"^api/v1/models/(?P<model_name>{views.PATH_SEGMENT})/evaluation-set/$",
+        evaluation_views.EvaluationSetViewSet.as_view({"get": "retrieve", "put": "update", "delete": "destroy"}),
+        name="evaluation-set",
+    ),
+    re_path(
+        rf"^api/v1/models/(?P<model_name>{views.PATH_SEGMENT})/versions/(?P<number>{views.PATH_SEGMENT})/accuracy/$",
+        evaluation_views.AccuracyViewSet.as_view({"get": "list", "post": "create"}),
+        name="version-accuracy",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path(

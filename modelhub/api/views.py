@@ -36,6 +36,7 @@ from modelhub.api.filters import (
     StrictOrderingFilter,
     VersionFilter,
 )
+from modelhub.api.gates import GATE_REFUSAL_RESPONSE, gated_move
 from modelhub.api.models import Scope
 from modelhub.api.permissions import HasScope, allowed_model_ids, check_before_body, granted_scopes, request_token
 from modelhub.api.schema import ModelHubAutoSchema
@@ -465,10 +466,10 @@ ALIAS_PARAM = _path_param("alias", ALIAS_NAME, "e.g. production, staging")
     list=extend_schema(summary="List a model's aliases", parameters=[MODEL_PARAM]),
     retrieve=extend_schema(summary="Read an alias", parameters=[MODEL_PARAM, ALIAS_PARAM]),
     update=extend_schema(
-        summary="Point an alias at a version (promote, or roll back)",
+        summary="Point an alias at a version (promote, or roll back); with gate=true only past the promotion gates",
         parameters=[MODEL_PARAM, ALIAS_PARAM],
         request=AliasPointSerializer,
-        responses=AliasSerializer,
+        responses={200: AliasSerializer, 409: GATE_REFUSAL_RESPONSE},
     ),
     destroy=extend_schema(summary="Drop an alias", parameters=[MODEL_PARAM, ALIAS_PARAM]),
 )
@@ -504,6 +505,8 @@ class AliasViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
         version = model.versions.filter(number=number).first()
         if version is None:
             raise Invalid({"version": f"model {model.name!r} has no version {number}"})
+        if serializer.validated_data["gate"]:
+            return gated_move(self, model, name, version)
         alias = move_alias(model, name, version, self.actor)
         return Response(self.render(AliasSerializer, alias))
 

@@ -181,6 +181,24 @@ def build_demo_versions(out_dir: Path) -> list[DemoVersion]:
     return built
 
 
+EVALUATION_SET_NAME = f"{MODEL_NAME}-evaluation.npz"
+
+
+def write_evaluation_set(out_dir: Path) -> Path:
+    """The held-out split as the model's evaluation set: ``input`` (FP32 [450, 64]) and the
+    expected ``label`` (INT64 [450]), in an .npz with fixed timestamps (rebuilt byte-identical)."""
+    features, labels = load_eval_split()
+    path = Path(out_dir) / EVALUATION_SET_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, array in (("input", features.astype(np.float32)), ("label", labels.astype(np.int64))):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w") as fh:
+                np.lib.format.write_array(fh, array, allow_pickle=False)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:

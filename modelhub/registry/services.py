@@ -249,8 +249,9 @@ def _store_version(
         raise
 
 
-def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Actor) -> Alias | None:
-    """Point `alias` at `version` (None drops it); every move is kept as a row."""
+def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Actor, **audit) -> Alias | None:
+    """Point `alias` at `version` (None drops it); every move is kept as a row.
+    `audit` adds details to the move's audit row (a gated promotion's gate report)."""
     if version is not None and version.model_id != model.pk:
         raise ValueError(f"version {version} does not belong to model {model.name}")
     with transaction.atomic():
@@ -282,6 +283,7 @@ def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Ac
             alias=alias,
             from_version=previous.number if previous else None,
             to_version=version.number if version else None,
+            **audit,
         )
         return result
 

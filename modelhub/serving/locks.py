@@ -1,6 +1,7 @@
-"""One reconciler at a time per model on a server, across processes and machines.
+"""Locks across processes and machines: one reconciler at a time per model on
+a server (`model_lock`), one check pass of a kind at a time (`named_lock`).
 
-The lock is per (server, model), not per server: Triton loads different
+The reconciler's lock is per (server, model), not per server: Triton loads different
 models in parallel, so a model whose load takes minutes must not hold back
 the others on its server.
 """
@@ -14,24 +15,29 @@ from django.conf import settings
 from django.db import connection
 
 
-def _advisory_key(server_id: int, model_id: int) -> int:
+def _advisory_key(name: str) -> int:
     # One signed 64-bit key, hashed with a namespace so ours stay apart from
-    # other users of advisory locks. A collision would only make two models
-    # take turns, never let two runs reconcile one model at once.
-    digest = hashlib.blake2b(f"modelhub.reconcile:{server_id}:{model_id}".encode(), digest_size=8).digest()
+    # other users of advisory locks. A collision would only make two holders
+    # take turns, never let two runs hold one lock at once.
+    digest = hashlib.blake2b(f"modelhub.{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
-@contextmanager
 def model_lock(server_id: int, model_id: int):
-    """Yield True if this process now holds the lock of this model on this server, False if another does.
+    """Yield True if this process now holds the lock of this model on this server, False if another does."""
+    return named_lock(f"reconcile:{server_id}:{model_id}", filename=f"server-{server_id}-model-{model_id}")
+
+
+@contextmanager
+def named_lock(name: str, filename: str | None = None):
+    """Yield True if this process now holds the lock called `name`, False if another does (never waits).
 
     Postgres: a session advisory lock on this thread's connection, released on
     exit or when the connection dies with its worker. SQLite (the
     single-machine default): a file lock.
     """
     if connection.vendor == "postgresql":
-        key = _advisory_key(server_id, model_id)
+        key = _advisory_key(name)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
             acquired = cursor.fetchone()[0]
@@ -44,7 +50,8 @@ def model_lock(server_id: int, model_id: int):
         return
     lock_dir = Path(settings.VAR_DIR) / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"server-{server_id}-model-{model_id}.lock", "w") as fh:
+    safe = filename or hashlib.blake2b(name.encode(), digest_size=12).hexdigest()
+    with open(lock_dir / f"{safe}.lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -41,9 +41,11 @@ from modelhub.registry.artifacts import ArtifactFiles, read_artifact_files
 from modelhub.registry.models import Model, ModelVersion
 from modelhub.registry.triton_config import build_model_config, label_filename, metadata_differences, metadata_schema
 from modelhub.serving import model_repository
+from modelhub.serving.health import record_server_health
 from modelhub.serving.locks import model_lock
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.probe_inputs import answer_differences, probe_inputs
+from modelhub.serving.signals import around_model_change
 from modelhub.serving.transitions import hold_off, observe
 from modelhub.serving.triton_client import FileGroup, TritonClient, TritonError, TritonUnavailable
 
@@ -117,28 +119,6 @@ def _on_own_thread(server: InferenceServer, model: Model) -> ReconcileReport:
         # Triton client's timeouts run on (two file descriptors each).
         connection.close()
         gevent.get_hub().destroy(destroy_loop=True)
-
-
-def record_server_health(server: InferenceServer, client: TritonClient) -> None:
-    """Ask Triton whether it is up and what it is; store the answer on the server."""
-    now = timezone.now()
-    try:
-        health = client.health()
-        metadata = client.server_metadata()
-    except TritonError as exc:
-        InferenceServer.objects.filter(pk=server.pk).update(
-            live=False, ready=False, last_checked_at=now, last_error=str(exc)
-        )
-        raise TritonUnavailable(exc.server, exc.call, exc.detail, exc.status) from exc
-    InferenceServer.objects.filter(pk=server.pk).update(
-        live=health.live,
-        ready=health.ready,
-        last_checked_at=now,
-        last_seen_at=now,
-        last_error="",
-        triton_version=metadata.get("version", ""),
-        extensions=metadata.get("extensions", []),
-    )
 
 
 def _reconcile_model_locked(server: InferenceServer, model: Model) -> ReconcileReport:
@@ -267,7 +247,8 @@ def _reconcile_model(
                 except _LoadStillRunning:
                     return  # its versions are failed with a back-off; Triton would not answer about it now
             else:
-                client.unload(model.name)
+                with around_model_change(server, model.name, _version_ids(deployments, served), "unload"):
+                    client.unload(model.name)
                 report.unloads.append(model.name)
                 record(SYSTEM, "triton.unload", server, model=model.name)
                 if server.model_repository:
@@ -303,6 +284,10 @@ def _reconcile_model(
                 f"version {number} is not ready on {server.name} after load",
                 retry_at=_retry_at(),
             )
+
+
+def _version_ids(deployments: list[Deployment], numbers: set[int]) -> list[int]:
+    return [d.version_id for d in deployments if d.version.number in numbers]
 
 
 def _check_served(client: TritonClient, deployment: Deployment) -> str:
@@ -409,7 +394,8 @@ def _load(
             else:
                 config, files = build_load_request(server, model.name, loading)
             _fresh_connections(client)
-            client.load(model.name, config, files)
+            with around_model_change(server, model.name, [d.version_id for d in attempt.values()], "load"):
+                client.load(model.name, config, files)
         except TritonUnavailable as exc:
             # Most often the load outlasted TRITON_LOAD_TIMEOUT_S: back off as
             # from any failed load. Triton may still finish it; a version it
@@ -445,7 +431,8 @@ def _load(
         # of what the failed load left (on 2.51 its temporary model folder
         # stays even so, until the model's next load or the server's exit).
         try:
-            client.unload(model.name)
+            with around_model_change(server, model.name, [d.version_id for d in wanted.values()], "unload"):
+                client.unload(model.name)
         except TritonError as exc:
             log.warning("unloading %s on %s after its failed load: %s", model.name, server.name, exc)
         if server.model_repository:

@@ -2,7 +2,7 @@
 
 Both tables only ever grow (a deployment that keeps failing gains a transition every
 retry; every write adds an audit event). With MODELHUB_RETENTION_DAYS_TRANSITIONS or
-MODELHUB_RETENTION_DAYS_AUDIT set, a periodic task (CELERY_BEAT_SCHEDULE) deletes older
+MODELHUB_RETENTION_DAYS_AUDIT set, a periodic task (the hourly expire-old-rows schedule) deletes older
 rows; unset, the default, keeps them for ever. It lives in serving because serving is
 the lowest app that knows both tables.
 

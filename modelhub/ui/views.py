@@ -8,6 +8,8 @@ from django.db.models.functions import Coalesce
 from django.http import JsonResponse
 from django.shortcuts import render
 
+from modelhub.alerts.models import Alert, AlertState, Severity
+from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, Model, ModelVersion
 from modelhub.serving.models import Deployment, InferenceServer, ObservedState
 
@@ -49,16 +51,60 @@ def _deployments():
     )
 
 
+# The checks whose last result the overview shows for each deployment, in this order.
+DEPLOYMENT_CHECKS = (CheckKind.MODEL_READY, CheckKind.SCHEMA, CheckKind.LATENCY, CheckKind.STATS, CheckKind.ACCURACY)
+
+
+def attach_last_checks(deployments: list) -> None:
+    """Give each deployment `last_checks`: its latest result of each kind in DEPLOYMENT_CHECKS.
+
+    Two queries for any number of rows: the ids (one subquery per kind and row, each the
+    top of the (kind, deployment, -created_at) index), then the results themselves.
+    """
+    for deployment in deployments:
+        deployment.last_checks = []
+    if not deployments:
+        return
+    latest = {
+        f"last_{kind}": Subquery(
+            CheckResult.objects.filter(deployment=OuterRef("pk"), kind=kind)
+            .order_by("-created_at", "-id")
+            .values("id")[:1]
+        )
+        for kind in DEPLOYMENT_CHECKS
+    }
+    ids = Deployment.objects.filter(pk__in=[d.pk for d in deployments]).annotate(**latest).values("pk", *latest)
+    by_deployment = {row.pop("pk"): row for row in ids}
+    results = CheckResult.objects.in_bulk([i for row in by_deployment.values() for i in row.values() if i])
+    for deployment in deployments:
+        row = by_deployment.get(deployment.pk, {})
+        found = [row.get(f"last_{kind}") for kind in DEPLOYMENT_CHECKS]
+        deployment.last_checks = [results[pk] for pk in found if pk in results]
+
+
+def _firing_alerts():
+    # Critical first, then the longest-firing: the oldest breach is the one people forgot.
+    critical_first = Case(When(rule__severity=Severity.CRITICAL, then=Value(0)), default=Value(1))
+    return (
+        Alert.objects.filter(state=AlertState.FIRING)
+        .select_related("rule", "acknowledged_by")
+        .order_by(critical_first, "since", "id")
+    )
+
+
 @login_required
 def overview(request):
     """Servers, deployments and models at a glance, each cut to OVERVIEW_ROWS rows."""
+    deployments = first_rows(_deployments(), OVERVIEW_ROWS)
+    attach_last_checks(deployments.rows)
     return render(
         request,
         "ui/overview.html",
         {
             "servers": first_rows(InferenceServer.objects.order_by("name"), OVERVIEW_ROWS),
-            "deployments": first_rows(_deployments(), OVERVIEW_ROWS),
+            "deployments": deployments,
             "models": first_rows(_models(), OVERVIEW_ROWS),
+            "firing_alerts": first_rows(_firing_alerts(), OVERVIEW_ROWS),
         },
     )
 

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from modelhub.registry.models import Alias
+from modelhub.registry.models import Alias, Model
 from modelhub.serving.models import InferenceServer
 from modelhub.serving.triton_client import TritonClient
 from modelhub.settings import BASE_DIR
@@ -92,3 +92,22 @@ def test_a_refused_upload_fails_the_pipeline_with_the_apis_message(pipeline, tmp
     assert "HTTP 400" in result.stderr and "manifest.inputs[0].datatype" in result.stderr
     assert result.stdout == ""
     assert not Alias.objects.exists()
+
+
+def test_a_gated_promote_fails_the_pipeline_naming_the_gate_and_promotes_once_the_gates_pass(pipeline):
+    assert pipeline("release", factor=2).returncode == 0  # ungated: v1 is production
+    Model.objects.filter(name="ci-doubler").update(latency_slo_ms=0.001)  # no Triton answers that fast
+
+    refused = pipeline("release", "--gate", factor=3)
+
+    assert refused.returncode != 0 and refused.stdout == ""
+    assert "HTTP 409" in refused.stderr and "gate 'latency' failed: p95" in refused.stderr
+    assert "gate loaded: passed:" in refused.stderr and "gate latency: failed:" in refused.stderr  # a line per gate
+    assert production() == 1
+
+    Model.objects.filter(name="ci-doubler").update(latency_slo_ms=None)
+    accepted = pipeline("promote", "--gate", "2")
+
+    assert accepted.returncode == 0, accepted.stderr
+    assert accepted.stdout.strip() == "2" and "version 2 passed every gate" in accepted.stderr
+    assert production() == 2

@@ -30,6 +30,8 @@ from rest_framework.test import APIClient
 from modelhub.api.tokens import issue_token
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import AuditEvent, Source
+from modelhub.monitoring.models import CheckKind, CheckResult, Status
+from modelhub.registry.evaluation import attach_evaluation_set
 from modelhub.registry.models import Model
 from modelhub.registry.services import move_alias, register_upload
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer
@@ -54,6 +56,13 @@ class Rule:
     body: dict | None = None
 
 
+ALERT_RULE_BODY = {
+    "name": "slow digits",
+    "signal": "latency_p95",
+    "scope": "model",
+    "model": "digits",
+    "threshold": 100,
+}
 EXPECTED: dict[tuple[str, str], Rule] = {
     ("api:model-list", "GET"): Rule("read", OWN, 200),
     ("api:model-list", "POST"): Rule("upload", REFUSED, 201, {"name": "new-model"}),
@@ -67,6 +76,12 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("api:version-detail", "DELETE"): Rule("admin", OWN, 204),
     ("api:version-deploy", "POST"): Rule("deploy", OWN, 202, {"server": "dead"}),
     ("api:version-undeploy", "POST"): Rule("deploy", OWN, 202, {"server": "dead"}),
+    ("api:evaluation-set", "GET"): Rule("read", OWN, 200),
+    ("api:evaluation-set", "PUT"): Rule("upload", OWN, 200),  # a multipart upload, built below
+    ("api:evaluation-set", "DELETE"): Rule("upload", OWN, 204),
+    ("api:version-accuracy", "GET"): Rule("read", OWN, 200),
+    # Allowed callers get past the permissions to "not loaded anywhere": nothing reaches Triton.
+    ("api:version-accuracy", "POST"): Rule("upload", OWN, 409),
     ("api:alias-list", "GET"): Rule("read", OWN, 200),
     ("api:alias-detail", "GET"): Rule("read", OWN, 200),
     ("api:alias-detail", "PUT"): Rule("deploy", OWN, 200, {"version": 2}),
@@ -75,14 +90,33 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("api:deployment-list", "GET"): Rule("read", OWN, 200),
     ("api:deployment-detail", "GET"): Rule("read", OWN, 200),
     ("api:deployment-transitions", "GET"): Rule("read", OWN, 200),
+    # Run now: the world's deployment is undeployed, so an allowed call is told there is nothing to check.
+    ("api:deployment-check", "POST"): Rule("deploy", OWN, 409),
     ("api:server-list", "GET"): Rule("read", SHARED, 200),
     ("api:server-list", "POST"): Rule("admin", REFUSED, 201, {"name": "new-server", "base_url": "http://127.0.0.1:9"}),
     ("api:server-detail", "GET"): Rule("read", SHARED, 200),
     ("api:server-detail", "PUT"): Rule("admin", REFUSED, 200, {"name": "dead", "base_url": "http://127.0.0.1:19"}),
     ("api:server-detail", "PATCH"): Rule("admin", REFUSED, 200, {"base_url": "http://127.0.0.1:19"}),
     ("api:server-detail", "DELETE"): Rule("admin", REFUSED, 204),
+    ("api:server-check", "POST"): Rule("deploy", REFUSED, 200),
     ("api:audit-list", "GET"): Rule("read", OWN, 200),
     ("api:audit-detail", "GET"): Rule("read", OWN, 200),
+    ("api:alert-list", "GET"): Rule("read", OWN, 200),
+    ("api:alert-detail", "GET"): Rule("read", OWN, 200),
+    ("api:alert-acknowledge", "POST"): Rule("deploy", OWN, 200),
+    ("api:alert-silence", "POST"): Rule("deploy", OWN, 200, {"minutes": 30}),
+    ("api:alert-unsilence", "POST"): Rule("deploy", OWN, 200),
+    ("api:alert-rule-list", "GET"): Rule("read", OWN, 200),
+    ("api:alert-rule-list", "POST"): Rule("deploy", OWN, 201, ALERT_RULE_BODY),
+    ("api:alert-rule-detail", "GET"): Rule("read", OWN, 200),
+    ("api:alert-rule-detail", "PUT"): Rule("deploy", OWN, 200, ALERT_RULE_BODY),
+    ("api:alert-rule-detail", "PATCH"): Rule("deploy", OWN, 200, {"threshold": 200}),
+    ("api:alert-rule-detail", "DELETE"): Rule("deploy", OWN, 204),
+    ("api:check-result-list", "GET"): Rule("read", OWN, 200),
+    ("api:check-result-detail", "GET"): Rule("read", OWN, 200),
+    # Series name their target in the query (?target=deployment:<id>): the target's model counts.
+    ("api:series", "GET"): Rule("read", OWN, 200),
+    ("api:series-available", "GET"): Rule("read", OWN, 200),
     ("api:whoami", "GET"): Rule(ANY, SHARED, 200),
     ("api:schema", "GET"): Rule(PUBLIC, SHARED, 200),
     ("api:docs", "GET"): Rule(PUBLIC, SHARED, 200),
@@ -220,6 +254,9 @@ def world(tmp_path):
                 move_alias(version.model, "production", version, actor)
                 Deployment.objects.create(version=version, server=server, desired=DesiredState.UNLOADED)
         models[name] = version.model
+        evaluation = tmp_path / f"{name}.jsonl"
+        evaluation.write_bytes(EVALUATION_JSONL)
+        attach_evaluation_set(version.model, evaluation, actor, output="OUTPUT", metric="mae")
     return models
 
 
@@ -227,6 +264,14 @@ def path_for(name: str, target: Model) -> str:
     """The URL of endpoint `name` for an object of model `target`."""
     route = next(route for route, n, _ in ENDPOINTS if n == name)
     kwargs = {}
+    if name.startswith("api:alert"):  # both models' alerts exist, so a restricted list can show its own only
+        for model in Model.objects.filter(name__in=["digits", "faces"]):
+            _firing_alert(model)
+    if name.startswith(("api:check-result", "api:series")):  # both models' results and a server's
+        _check_results()
+    if name.startswith("api:series"):
+        query = f"?target=deployment:{Deployment.objects.get(version__model=target).pk}"
+        return reverse(name) + query + ("&metric=latency_p95_ms" if name == "api:series" else "")
     if "<model_name>" in route:
         kwargs["model_name"] = target.name
     if "<number>" in route:
@@ -239,15 +284,65 @@ def path_for(name: str, target: Model) -> str:
     if "<pk>" in route:
         if name.startswith("api:audit"):
             kwargs["pk"] = AuditEvent.objects.filter(model_id=target.pk).earliest("id").pk
+        elif name.startswith("api:check-result"):
+            kwargs["pk"] = CheckResult.objects.filter(version__model=target).earliest("id").pk
+        elif name.startswith("api:alert"):
+            rule, alert = _firing_alert(target)
+            kwargs["pk"] = rule.pk if name.startswith("api:alert-rule") else alert.pk
         else:
             kwargs["pk"] = Deployment.objects.get(version__model=target).pk
     return reverse(name, kwargs=kwargs)
 
 
+def _check_results() -> None:
+    """A readiness result of each model's deployment and a health result of the server (made on first use)."""
+    if CheckResult.objects.exists():
+        return
+    for deployment in Deployment.objects.select_related("version"):
+        CheckResult.objects.create(
+            kind=CheckKind.MODEL_READY,
+            status=Status.OK,
+            server=deployment.server,
+            deployment=deployment,
+            version=deployment.version,
+        )
+    CheckResult.objects.create(kind=CheckKind.SERVER_HEALTH, status=Status.FAIL, server=InferenceServer.objects.get())
+
+
+def _firing_alert(target: Model):
+    """A rule of `target` and its firing alert on the model's version 1 (made on first use)."""
+    from django.utils import timezone
+
+    from modelhub.alerts.models import Alert, AlertRule
+
+    rule, _ = AlertRule.objects.get_or_create(
+        name=f"{target.name} slow", scope="model", model=target, defaults={"signal": "latency_p95", "threshold": 10}
+    )
+    version = target.versions.get(number=1)
+    alert, _ = Alert.objects.get_or_create(
+        rule=rule,
+        target=f"version:{version.pk}",
+        defaults={
+            "target_label": str(version),
+            "version": version,
+            "model": target,
+            "state": "firing",
+            "since": timezone.now(),
+        },
+    )
+    return rule, alert
+
+
 _uploads = itertools.count(100)
 
 
+EVALUATION_JSONL = b'{"inputs": {"INPUT": [1.0, 2.0]}, "expected": [2.0, 4.0]}\n'
+
+
 def call(client: APIClient, name: str, method: str, rule: Rule, path: str):
+    if (name, method) == ("api:evaluation-set", "PUT"):
+        data = {"file": SimpleUploadedFile("set.jsonl", EVALUATION_JSONL), "output": "OUTPUT", "metric": "mae"}
+        return client.put(path, data, format="multipart")
     if (name, method) == ("api:version-list", "POST"):
         artifact = SimpleUploadedFile("a.zip", _zip_bytes(next(_uploads)))
         data = {"artifact": artifact, "manifest": json.dumps(DOUBLER_MANIFEST)}

@@ -73,7 +73,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live_server, tmp
         "--checks",
         "all",
         "--max-examples",
-        os.environ.get("MODELHUB_SCHEMATHESIS_EXAMPLES", "25"),
+        os.environ.get("MODELHUB_SCHEMATHESIS_EXAMPLES", "12"),
         # One worker: CPython 3.11's ast.parse is not thread-safe (gh-106905), and hypothesis
         # parses lambdas' source while describing strategies, so parallel workers crash
         # at random with "SystemError: AST constructor recursion depth mismatch".
@@ -84,7 +84,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live_server, tmp
     ]
     if os.environ.get("MODELHUB_SCHEMATHESIS_SEED"):
         command += ["--seed", os.environ["MODELHUB_SCHEMATHESIS_SEED"]]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     output = result.stdout + result.stderr
     print(output[-4000:])  # the summary, shown with -s or on failure
     assert result.returncode == 0, output[-30_000:]

@@ -3,6 +3,7 @@
 import pytest
 from django.core.management import call_command
 
+from modelhub.monitoring.models import CheckResult
 from modelhub.registry.models import Alias, Model
 from modelhub.serving.models import Deployment, ObservedState
 
@@ -28,6 +29,10 @@ def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, 
     accuracies = [float(line.split("accuracy ")[1].split()[0]) for line in out.splitlines() if "answers on" in line]
     assert len(accuracies) == 2 and all(a > 0.9 for a in accuracies), out
     assert dict(Alias.objects.values_list("name", "version__number")) == {"production": 1, "staging": 2}
+    # The held-out images are the evaluation set: both versions' accuracy is there after the first pass.
+    assert model.evaluation_set.rows == 450
+    measured = dict(CheckResult.objects.filter(kind="accuracy").values_list("version__number", "value"))
+    assert sorted(measured) == [1, 2] and [round(measured[n], 4) for n in (1, 2)] == accuracies, measured
     assert {p.name for p in (triton.repository / "digits").iterdir()} >= {"1", "2"}
 
     call_command("load_demo", server="local", timeout=120)  # idempotent

@@ -13,6 +13,7 @@ import pytest
 import redis
 import tritonclient.http as triton_http
 from django.conf import settings as django_settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from modelhub.registry.services import get_or_create_model, register_version
 from modelhub.serving.models import Deployment, InferenceServer, ObservedState
@@ -31,6 +32,22 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def only_schedule(name: str, every_s: int) -> None:
+    """Beat runs the PeriodicTask `name` every `every_s` seconds and no other (schedules are rows)."""
+    every, _ = IntervalSchedule.objects.get_or_create(every=every_s, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.exclude(name=name).update(enabled=False)
+    task = PeriodicTask.objects.get(name=name)
+    task.interval, task.enabled, task.expire_seconds = every, True, None
+    task.save()
+
+
+def worker_command() -> list[str]:
+    """A worker with embedded beat (reading the PeriodicTask rows) that consumes every queue, as scripts/run's do."""
+    queues = ",".join(django_settings.TASK_QUEUE_NAMES)
+    return [sys.executable, "-m", "celery", "-A", "modelhub", "worker", "--beat", "--pool", "solo",
+            "--loglevel", "INFO", "-Q", queues, "-O", "fair"]  # fmt: skip
+
+
 def worker_env(tmp_path, artifact_root) -> dict:
     db = django_settings.DATABASES["default"]
     return {
@@ -40,20 +57,16 @@ def worker_env(tmp_path, artifact_root) -> dict:
         "CELERY_BROKER_URL": BROKER,
         "MODELHUB_VAR_DIR": str(tmp_path / "var"),
         "MODELHUB_ARTIFACT_ROOT": artifact_root,
-        "MODELHUB_RECONCILE_INTERVAL_S": "1",
     }
 
 
 @pytest.fixture
 def worker(tmp_path, artifact_root):
     redis.Redis.from_url(BROKER).flushdb()
+    only_schedule("reconcile-all-servers", 1)
     env = worker_env(tmp_path, artifact_root)
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "modelhub", "worker", "--beat", "--pool", "solo", "--loglevel", "INFO",
-         "--schedule", str(tmp_path / "beat-schedule")],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    proc = subprocess.Popen(worker_command(), env=env, stdout=log, stderr=subprocess.STDOUT)
     yield proc
     proc.terminate()
     try:

@@ -9,10 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source
-from modelhub.demo.artifacts import build_demo_versions
+from modelhub.demo.artifacts import build_demo_versions, write_evaluation_set
 from modelhub.demo.data import load_eval_split
-from modelhub.registry.models import TaskKind
-from modelhub.registry.services import get_or_create_model, move_alias, register_version
+from modelhub.monitoring.accuracy_tasks import accuracy_pass
+from modelhub.registry.evaluation import attach_evaluation_set
+from modelhub.registry.models import EvaluationSet, TaskKind
+from modelhub.registry.services import get_or_create_model, move_alias, register_version, sha256_of
 from modelhub.serving.models import Deployment, InferenceServer, ObservedState
 from modelhub.serving.services import request_deploy
 from modelhub.serving.triton_client import TritonClient
@@ -44,12 +46,25 @@ class Command(BaseCommand):
             versions.append(registration.version)
             state = "registered" if registration.created else "already registered"
             self.stdout.write(f"{state}: {registration.version} (held-out accuracy {demo.accuracy:.4f})")
+        self._attach_evaluation_set(model, actor)
         for version in versions:
             request_deploy(version, [server], actor)
         move_alias(model, "production", versions[0], actor)
         move_alias(model, "staging", versions[-1], actor)
         self._wait_until_loaded(server, versions, opts["timeout"])
         self._check_answers(server, versions)
+        # Not waiting for the schedule: the first accuracy pass runs now (on a worker's accuracy queue).
+        accuracy_pass.delay()
+
+    def _attach_evaluation_set(self, model, actor):
+        # The held-out images: the accuracy check measures both versions on its first pass.
+        path = write_evaluation_set(settings.VAR_DIR / "demo")
+        current = EvaluationSet.objects.filter(model=model).first()
+        if current is None or current.sha256 != sha256_of(path)[0]:
+            current = attach_evaluation_set(
+                model, path, actor, output="label", metric="accuracy", threshold=0.9, tolerance=0.01
+            )
+        self.stdout.write(f"evaluation set: {current.rows} held-out images, accuracy threshold {current.threshold}")
 
     def _wait_until_loaded(self, server, versions, timeout):
         deadline = time.monotonic() + timeout

@@ -1,0 +1,144 @@
+"""The periodic tasks beat runs, as rows an operator edits in the admin.
+
+Beat runs django-celery-beat's DatabaseScheduler: every schedule is a PeriodicTask row
+(Admin → Periodic tasks), read again whenever one changes. ensure_schedules() creates
+the default rows after each migrate, each only if no row of its name exists: an
+interval an admin changed, or a task an admin disabled, stays as the admin left it.
+(A deleted row comes back at the next migrate; disable a schedule rather than delete it.)
+
+The defaults are not in CELERY_BEAT_SCHEDULE: the scheduler writes those entries over
+the rows at every beat start. A task name that no worker knows yet breaks nothing:
+beat sends it and the worker logs it as unregistered.
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connections, transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DefaultSchedule:
+    name: str  # the PeriodicTask's name: the key that says "this one exists already"
+    task: str
+    every_s: float
+    description: str
+
+    @property
+    def every(self) -> int:
+        # IntervalSchedule counts whole seconds; never 0, which would send without pause.
+        return max(1, math.ceil(self.every_s))
+
+
+def _interval(name: str, default: float) -> float:
+    # Interval settings belong to the apps that run the passes; until one exists, its default.
+    return float(getattr(settings, name, default))
+
+
+def default_schedules() -> list[DefaultSchedule]:
+    return [
+        DefaultSchedule(
+            "reconcile-all-servers",
+            "modelhub.serving.tasks.reconcile_all",
+            settings.RECONCILE_INTERVAL_S,
+            "Loads and unloads what deployments ask for; restores the models of a restarted Triton.",
+        ),
+        DefaultSchedule(
+            "server-health",
+            "modelhub.monitoring.tasks.health_pass",
+            _interval("MONITORING_HEALTH_INTERVAL_S", 30),
+            "Every server: live, ready, metadata.",
+        ),
+        DefaultSchedule(
+            "model-checks",
+            "modelhub.monitoring.tasks.model_checks_pass",
+            _interval("MONITORING_MODEL_CHECKS_INTERVAL_S", 60),
+            "Every deployment meant to be loaded: readiness with Triton's reason, schema conformance.",
+        ),
+        DefaultSchedule(
+            "latency-probe",
+            "modelhub.monitoring.tasks.latency_pass",
+            _interval("MONITORING_LATENCY_INTERVAL_S", 60),
+            "Requests generated from each loaded version's schema: p50/p95/p99 against the model's SLO.",
+        ),
+        DefaultSchedule(
+            "triton-statistics",
+            "modelhub.monitoring.tasks.stats_pass",
+            _interval("MONITORING_STATS_INTERVAL_S", 60),
+            "Triton's per-model statistics turned into per-interval points.",
+        ),
+        DefaultSchedule(
+            "server-metrics",
+            "modelhub.monitoring.tasks.metrics_pass",
+            _interval("MONITORING_METRICS_INTERVAL_S", 30),
+            "Each server's metrics endpoint: CPU, memory, GPU where present.",
+        ),
+        DefaultSchedule(
+            "accuracy",
+            "modelhub.monitoring.accuracy_tasks.accuracy_pass",
+            600,  # finds versions with no result at once; MONITORING_ACCURACY_INTERVAL_S says how old one may get
+            "Evaluation sets through Triton for loaded versions whose last result is old or missing.",
+        ),
+        DefaultSchedule(
+            "roll-up-and-prune",
+            "modelhub.monitoring.maintenance.roll_up_and_prune",
+            60,
+            "Points rolled up per minute and hour; raw points, roll-ups and results past retention deleted.",
+        ),
+        DefaultSchedule(
+            "send-notifications",
+            "modelhub.alerts.tasks.send_notifications",
+            _interval("ALERT_SEND_INTERVAL_S", 10),  # a backstop: each flip also sends at once, on commit
+            "Alert emails for unsent transitions (also sent right after each flip); reminders.",
+        ),
+        DefaultSchedule(
+            "expire-old-rows",
+            "modelhub.serving.retention.expire_old_rows",
+            3600,
+            "Deployment transitions and audit events past MODELHUB_RETENTION_DAYS_*; nothing when unset.",
+        ),
+    ]
+
+
+def _interval_schedule(every: int, using: str) -> IntervalSchedule:
+    # No unique constraint on (every, period): an admin may have made a twin; take the first.
+    rows = IntervalSchedule.objects.using(using)
+    found = rows.filter(every=every, period=IntervalSchedule.SECONDS).order_by("pk").first()
+    return found or rows.create(every=every, period=IntervalSchedule.SECONDS)
+
+
+def ensure_schedules(using: str = "default") -> list[str]:
+    """Create each default PeriodicTask that does not exist (by name); return the names created."""
+    created = []
+    for schedule in default_schedules():
+        if PeriodicTask.objects.using(using).filter(name=schedule.name).exists():
+            continue
+        with transaction.atomic(using=using):
+            _, made = PeriodicTask.objects.using(using).get_or_create(
+                name=schedule.name,
+                defaults={
+                    "task": schedule.task,
+                    "interval": _interval_schedule(schedule.every, using),
+                    # A pass nobody picked up within its interval is dropped: the next one is
+                    # already due, and a worker back after an outage should not run a backlog.
+                    "expire_seconds": schedule.every,
+                    "description": schedule.description,
+                },
+            )
+        if made:
+            created.append(schedule.name)
+    if created:
+        log.info("schedules created: %s", ", ".join(created))
+    return created
+
+
+def ensure_schedules_after_migrate(sender, using: str = "default", **kwargs) -> None:
+    """post_migrate receiver (MonitoringConfig.ready)."""
+    # Not after `migrate django_celery_beat zero`: there is no table to write to.
+    if PeriodicTask._meta.db_table in connections[using].introspection.table_names():
+        ensure_schedules(using)
