@@ -15,7 +15,7 @@ What it does, in one run on a fresh database (``modelhub_bench_fanout``):
   on all 10 servers: 1,000 deployments;
 * times one **model checks pass** through the real pass code
   (``monitoring.passes.run_pass``: health per server, then readiness and
-  schema conformance per deployment, fanned out on the thread pool, recorded
+  schema conformance per deployment (one metadata call when ready), fanned out on the thread pool, recorded
   with one ``record()``);
 * times a **serial loop** over the same calls (the same check functions, one
   after another, nothing recorded).
@@ -139,8 +139,7 @@ def serial_loop() -> float:
     """The same calls as the pass, one after another."""
     from django.conf import settings
 
-    from modelhub.monitoring.checks.readiness import check_ready
-    from modelhub.monitoring.checks.schema import check_schema
+    from modelhub.monitoring.checks.readiness import check_ready_and_schema
     from modelhub.monitoring.checks.server_health import check_server_health
     from modelhub.serving.models import Deployment, InferenceServer
     from modelhub.serving.triton_client import TritonClient
@@ -151,8 +150,7 @@ def serial_loop() -> float:
         if check_server_health(server, client).status == "ok":
             rows = Deployment.objects.filter(server=server).select_related("version__model", "server")
             for deployment in rows.prefetch_related("version__tensors"):
-                if check_ready(client, deployment).status == "ok":
-                    check_schema(client, deployment)
+                check_ready_and_schema(client, deployment)
         client.close()
     return time.perf_counter() - started
 

@@ -28,8 +28,7 @@ from django.utils import timezone
 
 from modelhub.monitoring.checks.latency import probe_latency
 from modelhub.monitoring.checks.metrics import check_metrics
-from modelhub.monitoring.checks.readiness import check_ready
-from modelhub.monitoring.checks.schema import check_schema
+from modelhub.monitoring.checks.readiness import check_ready, check_ready_and_schema
 from modelhub.monitoring.checks.server_health import check_server_health
 from modelhub.monitoring.checks.stats import baseline_key, check_stats, current_baselines, save_baselines
 from modelhub.monitoring.models import CheckKind, Status
@@ -250,10 +249,11 @@ def _server_job(pool: _Workers, state: _Pass, server: InferenceServer, deploymen
 def _deployment_job(pool: _Workers, state: _Pass, deployment: Deployment) -> list[Result]:
     client = pool.client(deployment.server)
     if state.kind == MODEL_CHECKS:
-        ready = _guarded(lambda: check_ready(client, deployment), CheckKind.MODEL_READY, deployment=deployment)
-        if ready.status != Status.OK:
-            return [ready]  # the schema of a version Triton does not serve is not there to compare
-        return [ready, _guarded(lambda: check_schema(client, deployment), CheckKind.SCHEMA, deployment=deployment)]
+        # The schema of a version Triton does not serve is not there to compare: no schema result then.
+        try:
+            return check_ready_and_schema(client, deployment)
+        except Exception:
+            return [_guarded(lambda: check_ready(client, deployment), CheckKind.MODEL_READY, deployment=deployment)]
     if state.kind == LATENCY:
         return [_guarded(lambda: probe_latency(client, deployment), CheckKind.LATENCY, deployment=deployment)]
     if state.kind == STATS:
