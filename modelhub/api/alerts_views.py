@@ -29,6 +29,7 @@ from modelhub.alerts.models import (
     Severity,
 )
 from modelhub.alerts.services import acknowledge, create_rule, delete_rule, silence, unsilence, update_rule
+from modelhub.api.fields import Name
 from modelhub.api.filters import BooleanFilter, ChoiceFilter
 from modelhub.api.models import Scope as ApiScope
 from modelhub.api.permissions import allowed_model_ids
@@ -149,14 +150,14 @@ class SilenceSerializer(serializers.Serializer):
 
 class AlertRuleSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:alert-rule-detail")
-    model = serializers.SlugRelatedField(
+    model = Name(
         slug_field="name",
         queryset=Model.objects.all(),
         required=False,
         allow_null=True,
         help_text="The model's name (scope=model)",
     )
-    server = serializers.SlugRelatedField(
+    server = Name(
         slug_field="name",
         queryset=InferenceServer.objects.all(),
         required=False,
@@ -164,9 +165,7 @@ class AlertRuleSerializer(serializers.ModelSerializer):
         help_text="The server's name (scope=server)",
     )
     emails = serializers.ListField(child=serializers.EmailField(), required=False, max_length=100)
-    groups = serializers.SlugRelatedField(
-        slug_field="name", queryset=Group.objects.all(), many=True, required=False, help_text="Group names"
-    )
+    groups = Name(slug_field="name", queryset=Group.objects.all(), many=True, required=False, help_text="Group names")
 
     class Meta:
         model = AlertRule

@@ -71,3 +71,13 @@ class StrictInteger(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class Name(serializers.SlugRelatedField):
+    """Another object named by its `slug_field`. A name Postgres cannot hold (NUL)
+    is not found, like any other unknown name, rather than failing the lookup."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", "\\x00"))
+        return super().to_internal_value(data)

@@ -168,6 +168,11 @@ def test_rule_validation_names_the_field(world, rules):
         "/api/v1/alert-rules/", {"name": "m", "signal": "server_down", "emails": ["not-an-address"]}, format="json"
     )
     assert bad_mail.status_code == 400 and "emails" in str(bad_mail.json()["error"]["fields"])
+    # Names Postgres cannot hold (NUL) are unknown names, not a failed lookup (a 500).
+    for field, value in (("server", "gh\x00ost"), ("groups", ["\x00M"])):
+        body = {"name": "nul", "signal": "server_down", "scope": "server", field: value}
+        answer = client.post("/api/v1/alert-rules/", body, format="json")
+        assert answer.status_code == 400 and field in answer.json()["error"]["fields"], answer.content
 
 
 def test_a_restricted_token_writes_its_models_rules_only(world, rules):
