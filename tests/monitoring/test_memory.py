@@ -31,7 +31,7 @@ def memory_results(**filters) -> list[CheckResult]:
 def test_a_real_load_and_unload_are_measured_and_an_unload_that_keeps_memory_is_flagged(
     triton, actor, tmp_path, manifest, settings
 ):
-    settings.MONITORING_MEMORY_SETTLE_S = 2.1  # Triton refreshes its memory metrics every 2 s
+    settings.MONITORING_MEMORY_SETTLE_S = 4.0  # Triton refreshes memory metrics every 2 s; a busy machine frees late
     server = register_server(triton, "memory-real")
     deployment = deploy(actor, make_zip(tmp_path / "hog.zip", {"1/model.py": HOG_MODEL_PY}), manifest, "hog", server)
 
