@@ -11,24 +11,11 @@ from modelhub.alerts.models import Alert, AlertRule, AlertState
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
 
-RULE_FIELDS = {
-    "name",
-    "signal",
-    "series",
-    "scope",
-    "model",
-    "server",
-    "comparison",
-    "threshold",
-    "for_seconds",
-    "severity",
-    "notify_owners",
-    "emails",
-    "groups",
-    "min_interval_s",
-    "reminder_interval_s",
-    "enabled",
-}
+# What a rule write may set: its model's editable fields (not id or timestamps),
+# derived so that a new field needs no second list here.
+RULE_FIELDS = frozenset(
+    f.name for f in AlertRule._meta.get_fields() if f.concrete and f.editable and not f.auto_created
+)
 
 
 def _locked(alert: Alert) -> Alert:

@@ -326,8 +326,8 @@ class AccuracyViewSet(ModelScopedMixin, mixins.ListModelMixin, BaseViewSet):
             result = evaluate(client, deployment, evaluation_set, time_limit_s=settings.ACCURACY_API_TIMEOUT_S)
         finally:
             client.close()
-        rows = record([result], f"api:{uuid.uuid4().hex}")
-        with transaction.atomic():
+        with transaction.atomic():  # the result and its audit row together
+            rows = record([result], f"api:{uuid.uuid4().hex}")
             audit(self.actor, "accuracy.run", version, server=deployment.server.name, status=result.status)
         row = CheckResult.objects.select_related("server", "version").get(pk=rows[0].pk)
         return Response(self._render(row))
