@@ -108,6 +108,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "modelhub.ui.context.ui",
             ],
         },
     },
@@ -148,6 +149,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "modelhub.ui.staticfinders.PlotlyFinder",  # vendor/plotly.min.js from the plotly package
+]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 
 # Artifacts go through Django's storage API; a local folder by default.
@@ -388,7 +394,10 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-LOGIN_URL = "/admin/login/"
+# Everyone signs in on ModelHub's own page (the admin's refuses non-staff people).
+LOGIN_URL = "ui:login"
+LOGIN_REDIRECT_URL = "ui:overview"
+LOGOUT_REDIRECT_URL = "ui:login"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,7 +1,6 @@
 import logging
 from dataclasses import dataclass
 
-from django.contrib.auth.decorators import login_required
 from django.db import DatabaseError, connection
 from django.db.models import Case, Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
@@ -9,9 +8,11 @@ from django.http import JsonResponse
 from django.shortcuts import render
 
 from modelhub.alerts.models import Alert, AlertState, Severity
+from modelhub.api.models import Scope
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, Model, ModelVersion
 from modelhub.serving.models import Deployment, InferenceServer, ObservedState
+from modelhub.ui.access import require_scope
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _firing_alerts():
     )
 
 
-@login_required
+@require_scope(Scope.READ)
 def overview(request):
     """Servers, deployments and models at a glance, each cut to OVERVIEW_ROWS rows."""
     deployments = first_rows(_deployments(), OVERVIEW_ROWS)

@@ -1,0 +1,7 @@
+"""TODO(issue 8): being built."""
+
+from django.http import HttpResponse
+
+
+def audit_list(request, **kwargs):
+    return HttpResponse("not built yet", status=501)
