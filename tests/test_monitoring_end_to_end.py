@@ -138,7 +138,7 @@ def test_a_killed_triton_gives_one_alert_email_and_its_restart_one_recovery_emai
     assert time.monotonic() - killed < settings.MONITORING_HEALTH_INTERVAL_S
     assert alert_mail["To"] == OWNER_EMAIL
     assert alert_mail["Subject"] == "[ModelHub] FIRING critical: Server down - e2e-crashy"
-    link = f"{settings.MODELHUB_BASE_URL}/api/v1/servers/e2e-crashy/"
+    link = f"{settings.MODELHUB_BASE_URL}/servers/e2e-crashy/"
     for body in (text(alert_mail), html(alert_mail)):
         assert "e2e-crashy" in body
         assert stamp(down.created_at) in body  # since when
@@ -198,7 +198,7 @@ def test_a_model_unloaded_behind_modelhubs_back_gives_one_not_ready_email_with_t
     assert mail["Subject"] == "[ModelHub] FIRING critical: Model not ready - e2e-unloaded-behind v1 on e2e-behind"
     body = text(mail)
     assert result.message in body
-    assert f"{settings.MODELHUB_BASE_URL}/api/v1/deployments/{deployment.pk}/" in body
+    assert f"{settings.MODELHUB_BASE_URL}/deployments/{deployment.pk}/" in body
     assert stamp(Alert.objects.get(rule__signal="model_not_ready").bad_since) in body
 
     # The reconciler puts it back; the next pass says so, once.
@@ -247,7 +247,7 @@ def test_a_broken_version_falls_below_its_accuracy_threshold_and_alerts_once(
     assert mail["Subject"] == "[ModelHub] FIRING warning: Accuracy below threshold - e2e-parity v2"
     body = text(mail)
     assert failed.message in body and "Last value: 0.5" in body
-    assert f"{settings.MODELHUB_BASE_URL}/api/v1/models/e2e-parity/versions/2/" in body
+    assert f"{settings.MODELHUB_BASE_URL}/models/e2e-parity/versions/2/" in body
 
     # Measured again (the next scheduled pass finds nothing due; a "run now" measures it anyway): still one mail.
     assert accuracy_pass.delay().get() == []

@@ -1,10 +1,11 @@
-"""Absolute links in alert emails: the one place that knows which page shows a target.
+"""Which page shows an alert's target, and the alert itself: the one place that knows.
 
-The operator UI's pages come later; until then a target links to its API detail.
+The operator UI's pages (namespace `ui`). `*_path` is what a page links to;
+`*_url` is absolute, with settings.MODELHUB_BASE_URL, for alert emails.
 """
 
 from django.conf import settings
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from modelhub.alerts.models import Alert
 
@@ -13,26 +14,30 @@ def absolute(path: str) -> str:
     return settings.MODELHUB_BASE_URL.rstrip("/") + path
 
 
+def target_path(alert: Alert) -> str | None:
+    """The page of what broke: the deployment, the version, the server or the model;
+    None when the target is gone (a deleted deployment keeps its alert)."""
+    if alert.deployment_id:
+        return reverse("ui:deployment-detail", kwargs={"pk": alert.deployment_id})
+    if alert.version_id:
+        version = alert.version
+        return reverse("ui:version-detail", kwargs={"name": version.model.name, "number": version.number})
+    if alert.server_id:
+        return reverse("ui:server-detail", kwargs={"name": alert.server.name})
+    if alert.model_id:
+        return reverse("ui:model-detail", kwargs={"name": alert.model.name})
+    return None
+
+
+def alert_path(alert: Alert) -> str:
+    """The alert itself: its flips, its sends, acknowledge and silence."""
+    return reverse("ui:alert-detail", kwargs={"pk": alert.pk})
+
+
 def target_url(alert: Alert) -> str:
-    """The page of what broke: the deployment, the version, or the server."""
-    try:
-        if alert.deployment_id:
-            return absolute(reverse("api:deployment-detail", kwargs={"pk": alert.deployment_id}))
-        if alert.version_id:
-            version = alert.version
-            return absolute(
-                reverse("api:version-detail", kwargs={"model_name": version.model.name, "number": version.number})
-            )
-        if alert.server_id:
-            return absolute(reverse("api:server-detail", kwargs={"name": alert.server.name}))
-    except NoReverseMatch:  # the API is not mounted (a stripped-down deployment)
-        pass
-    return alert_url(alert)
+    """Absolute link to the target's page; the alert's page when the target is gone."""
+    return absolute(target_path(alert) or alert_path(alert))
 
 
 def alert_url(alert: Alert) -> str:
-    """The alert itself: its flips, its sends, acknowledge and silence."""
-    try:
-        return absolute(reverse("api:alert-detail", kwargs={"pk": alert.pk}))
-    except NoReverseMatch:
-        return absolute(f"/admin/alerts/alert/{alert.pk}/change/")
+    return absolute(alert_path(alert))

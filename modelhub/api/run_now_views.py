@@ -7,7 +7,6 @@ servers (they are under no model). Each Triton call has its timeout, so the
 answer comes within a bounded time even from a dead server.
 """
 
-from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -15,7 +14,6 @@ from rest_framework.response import Response
 from modelhub.api.errors import Conflict
 from modelhub.api.models import Scope
 from modelhub.api.views import PATH_SEGMENT, SERVER_NAME, BaseViewSet, _path_param
-from modelhub.audit.log import record as audit
 from modelhub.monitoring.models import CheckResult
 from modelhub.monitoring.run_now import CannotCheck, check_deployment_now, check_server_now
 from modelhub.serving.models import Deployment, InferenceServer
@@ -53,11 +51,6 @@ def _answer(view, rows: list[CheckResult]) -> Response:
     return Response(CheckRunSerializer({"results": fresh.order_by("id")}, context=view.get_serializer_context()).data)
 
 
-def _audit_run(view, target, rows: list[CheckResult]) -> None:
-    with transaction.atomic():
-        audit(view.actor, "checks.run", target, results={r.kind: r.status for r in rows})
-
-
 class _CheckNowViewSet(BaseViewSet):
     pagination_class = None
     filter_backends: list = []
@@ -84,10 +77,9 @@ class DeploymentCheckViewSet(_CheckNowViewSet):
     def check(self, request, *args, **kwargs):
         deployment = self.get_object()
         try:
-            rows = check_deployment_now(deployment)
+            rows = check_deployment_now(deployment, self.actor)
         except CannotCheck as exc:
             raise Conflict(str(exc)) from None
-        _audit_run(self, deployment, rows)
         return _answer(self, rows)
 
 
@@ -111,8 +103,7 @@ class ServerCheckViewSet(_CheckNowViewSet):
     def check(self, request, *args, **kwargs):
         server = self.get_object()
         try:
-            rows = check_server_now(server)
+            rows = check_server_now(server, self.actor)
         except CannotCheck as exc:
             raise Conflict(str(exc)) from None
-        _audit_run(self, server, rows)
         return _answer(self, rows)

@@ -4,10 +4,16 @@ restricted to that target), so a result means the same whoever asked for it.
 
 Every Triton call has MONITORING_CALL_TIMEOUT_S, so a dead or hanging server
 costs a bounded time. No database transaction is open while Triton is called.
+Each run is audited ("checks.run", with each check's status) for the actor who asked,
+whether through the API or the UI.
 """
 
 import uuid
 
+from django.db import transaction
+
+from modelhub.audit.actors import Actor
+from modelhub.audit.log import record as audit
 from modelhub.monitoring import passes
 from modelhub.monitoring.models import CheckResult
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer
@@ -17,20 +23,20 @@ class CannotCheck(Exception):
     """The target is not something the checks look at (a disabled server, a deployment meant to be unloaded)."""
 
 
-def check_deployment_now(deployment: Deployment) -> list[CheckResult]:
+def check_deployment_now(deployment: Deployment, actor: Actor) -> list[CheckResult]:
     """Readiness and schema; then, when it is loaded, a latency probe."""
     if not deployment.server.enabled:
         raise CannotCheck(f"server {deployment.server.name!r} is disabled: its deployments are not checked")
     if deployment.desired != DesiredState.LOADED:
         raise CannotCheck(f"deployment {deployment.pk} ({deployment}) is meant to be unloaded: nothing to check")
-    return _run((passes.MODEL_CHECKS, passes.LATENCY), deployment_ids=[deployment.pk])
+    return _audited(actor, deployment, _run((passes.MODEL_CHECKS, passes.LATENCY), deployment_ids=[deployment.pk]))
 
 
-def check_server_now(server: InferenceServer) -> list[CheckResult]:
+def check_server_now(server: InferenceServer, actor: Actor) -> list[CheckResult]:
     """Health, then metrics."""
     if not server.enabled:
         raise CannotCheck(f"server {server.name!r} is disabled: it is not checked")
-    return _run((passes.HEALTH, passes.METRICS), server_ids=[server.pk])
+    return _audited(actor, server, _run((passes.HEALTH, passes.METRICS), server_ids=[server.pk]))
 
 
 def _run(kinds: tuple[str, ...], **target) -> list[CheckResult]:
@@ -39,3 +45,9 @@ def _run(kinds: tuple[str, ...], **target) -> list[CheckResult]:
         passes.run_pass(kind, f"{run}:{kind}", **target)
     # record() files each result under "<pass id>:<kind>:<target>": this run's rows.
     return list(CheckResult.objects.filter(dedupe_key__startswith=f"{run}:").order_by("id"))
+
+
+def _audited(actor: Actor, target, rows: list[CheckResult]) -> list[CheckResult]:
+    with transaction.atomic():
+        audit(actor, "checks.run", target, results={r.kind: r.status for r in rows})
+    return rows

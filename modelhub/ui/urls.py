@@ -16,6 +16,7 @@ urlpatterns = [
     path("models/", catalog.model_list, name="model-list"),
     path("models/<str:name>/", catalog.model_detail, name="model-detail"),
     path("models/<str:name>/aliases/<str:alias>/move", catalog.alias_move, name="alias-move"),
+    path("models/<str:name>/aliases/promote", catalog.alias_promote, name="alias-promote"),
     path("models/<str:name>/aliases/<str:alias>/rollback", catalog.alias_rollback, name="alias-rollback"),
     path("models/<str:name>/versions/<int:number>/", versions.version_detail, name="version-detail"),
     path("models/<str:name>/versions/<int:number>/compare/", versions.version_compare, name="version-compare"),
@@ -31,6 +32,7 @@ urlpatterns = [
     path("servers/new", servers.server_create, name="server-create"),
     path("servers/<str:name>/", servers.server_detail, name="server-detail"),
     path("servers/<str:name>/edit", servers.server_edit, name="server-edit"),
+    path("servers/<str:name>/served", servers.server_served, name="server-served"),
     path("servers/<str:name>/delete", servers.server_delete, name="server-delete"),
     # Alerts and rules
     path("alerts/", alerts.alert_list, name="alert-list"),

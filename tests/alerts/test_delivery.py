@@ -37,14 +37,14 @@ def test_alert_and_recovery_mails_say_what_broke_since_when_and_link_to_it(world
     assert alert_mail["To"] == "owner@example.com"
     assert alert_mail["Subject"] == "[ModelHub] FIRING critical: Server down - gpu-1"
     assert recovery["Subject"] == "[ModelHub] RESOLVED: Server down - gpu-1"
-    link = "https://modelhub.example.com/api/v1/servers/gpu-1/"
+    link = "https://modelhub.example.com/servers/gpu-1/"
     for part in (body(alert_mail, "plain"), body(alert_mail, "html")):
         assert "gpu-1" in part
         assert "connection refused" in part  # Triton's (the client's) message
         assert T0.strftime("%Y-%m-%d %H:%M:%S") in part  # since when
         assert "0.0" in part  # the last value
         assert link in part
-    assert f"https://modelhub.example.com/api/v1/alerts/{Alert.objects.get().pk}/" in body(alert_mail, "plain")
+    assert f"https://modelhub.example.com/alerts/{Alert.objects.get().pk}/" in body(alert_mail, "plain")
     assert "Firing since" in body(recovery, "plain") and "resolved at" in body(recovery, "plain")
     assert list(Notification.objects.values_list("status", flat=True)) == ["sent", "sent"]
 
@@ -69,7 +69,7 @@ def test_a_deployment_alert_names_server_model_and_version(world, rules, smtp):
     text = body(mail, "plain")
     assert "Server:  gpu-1" in text and "Model:   digits v1" in text
     assert "reason: unloaded" in text
-    assert f"https://modelhub.example.com/api/v1/deployments/{world.deployment.pk}/" in text
+    assert f"https://modelhub.example.com/deployments/{world.deployment.pk}/" in text
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,23 +1,267 @@
-"""TODO(issue 8): being built."""
+"""Checks: the results' history, one result, "run now", and beat's schedules."""
 
-from django.http import HttpResponse
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from django_celery_beat.models import PeriodicTask
+
+from modelhub.api.models import Scope
+from modelhub.monitoring.models import CheckResult, Status
+from modelhub.monitoring.run_now import CannotCheck, check_deployment_now, check_server_now
+from modelhub.monitoring.schedules import every_seconds, update_schedule
+from modelhub.serving.models import Deployment, InferenceServer
+from modelhub.ui.access import can, require_scope, ui_actor
+from modelhub.ui.forms.checks import CheckFilterForm, RunNowForm, ScheduleForm
+
+PAGE_ROWS = 50
+# The servers offered by the checks page's "run now" form: a select stays usable up to this.
+RUN_NOW_SERVERS = 200
 
 
-def check_list(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+# --- history: keyset pages over (created_at, id) ------------------------------------------
 
 
-def check_detail(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+class BadCursor(ValueError):
+    pass
 
 
-def run_now(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@dataclass(frozen=True)
+class Cursor:
+    """A row's place in the newest-first order: its time, then its id (times may be equal)."""
+
+    created_at: datetime
+    id: int
+
+    def __str__(self) -> str:
+        # UTC with a "Z": no "+" that a hand-edited query string would turn into a space.
+        return f"{self.created_at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}_{self.id}"
+
+    @classmethod
+    def of(cls, row: CheckResult) -> "Cursor":
+        return cls(row.created_at, row.pk)
+
+    @classmethod
+    def parse(cls, text: str) -> "Cursor":
+        moment, _, pk = text.rpartition("_")
+        try:
+            created_at, row_id = datetime.fromisoformat(moment), int(pk)
+        except ValueError:
+            raise BadCursor(f"{text!r} is not a page of this list: open the first page") from None
+        if created_at.tzinfo is None:
+            raise BadCursor(f"{text!r} is not a page of this list: open the first page")
+        return cls(created_at, row_id)
+
+    def older(self) -> Q:
+        return Q(created_at__lt=self.created_at) | Q(created_at=self.created_at, id__lt=self.id)
+
+    def newer(self) -> Q:
+        return Q(created_at__gt=self.created_at) | Q(created_at=self.created_at, id__gt=self.id)
 
 
-def schedule_list(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@dataclass
+class KeysetPage:
+    rows: list
+    older: Cursor | None  # where the next older page starts, if there is one
+    newer: Cursor | None
 
 
-def schedule_edit(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def keyset_page(queryset, before: Cursor | None, after: Cursor | None, size: int = PAGE_ROWS) -> KeysetPage:
+    """One page, newest first, from one indexed query: no COUNT, no OFFSET over a table this big."""
+    if after is not None:
+        rows = list(queryset.filter(after.newer()).order_by("created_at", "id")[: size + 1])
+        has_newer, rows = len(rows) > size, rows[:size][::-1]
+        # The row the cursor came from is older than all of these.
+        return KeysetPage(rows, Cursor.of(rows[-1]) if rows else None, Cursor.of(rows[0]) if has_newer else None)
+    if before is not None:
+        queryset = queryset.filter(before.older())
+    rows = list(queryset.order_by("-created_at", "-id")[: size + 1])
+    has_older, rows = len(rows) > size, rows[:size]
+    newer = Cursor.of(rows[0]) if before is not None and rows else None
+    return KeysetPage(rows, Cursor.of(rows[-1]) if has_older else None, newer)
+
+
+def _cursors(params) -> tuple[Cursor | None, Cursor | None]:
+    before, after = params.get("before"), params.get("after")
+    if before and after:
+        raise BadCursor("give before or after, not both")
+    return (Cursor.parse(before) if before else None, Cursor.parse(after) if after else None)
+
+
+def _page_link(request, **cursor: Cursor) -> str:
+    params = request.GET.copy()
+    for name in ("before", "after"):
+        params.pop(name, None)
+    params.update({name: str(value) for name, value in cursor.items()})
+    return f"?{params.urlencode()}"
+
+
+def target_url(result: CheckResult) -> str | None:
+    """The page of what was checked: the deployment, else the version, else the server."""
+    if result.deployment_id:
+        return reverse("ui:deployment-detail", kwargs={"pk": result.deployment_id})
+    if result.version_id:
+        version = result.version
+        return reverse("ui:version-detail", kwargs={"name": version.model.name, "number": version.number})
+    if result.server_id:
+        return reverse("ui:server-detail", kwargs={"name": result.server.name})
+    return None
+
+
+def _results():
+    return CheckResult.objects.select_related("server", "version__model")
+
+
+def _run_now_servers(request) -> list[InferenceServer]:
+    if not can(request.user, Scope.DEPLOY):
+        return []  # no form, no query
+    return list(InferenceServer.objects.filter(enabled=True).order_by("name")[:RUN_NOW_SERVERS])
+
+
+@require_scope(Scope.READ)
+def check_list(request):
+    """Results newest first, filtered; a bad filter or cursor is said on the page, with no rows."""
+    filters = CheckFilterForm(request.GET)
+    page, problem = None, None
+    try:
+        before, after = _cursors(request.GET)
+    except BadCursor as exc:
+        before = after = None
+        problem = str(exc)
+    if problem is None and filters.is_valid():
+        page = keyset_page(filters.filter(_results()), before, after)
+        for row in page.rows:
+            row.target_url = target_url(row)
+    context = {
+        "filters": filters,
+        "page": page,
+        "problem": problem,
+        "older_url": _page_link(request, before=page.older) if page and page.older else None,
+        "newer_url": _page_link(request, after=page.newer) if page and page.newer else None,
+        "first_url": _page_link(request) if request.GET.get("before") or request.GET.get("after") else None,
+        "servers": _run_now_servers(request),
+    }
+    return render(request, "ui/checks/list.html", context, status=200 if page is not None else 400)
+
+
+@require_scope(Scope.READ)
+def check_detail(request, pk: int):
+    result = get_object_or_404(_results(), pk=pk)
+    context = {
+        "result": result,
+        "target_url": target_url(result),
+        "details": json.dumps(result.details, indent=2, sort_keys=True, ensure_ascii=False),
+        # record() files a pass's results under "<pass id>:<kind>:<target>".
+        "pass_id": result.dedupe_key.rsplit(":", 2)[0] if result.dedupe_key else None,
+        "history_url": _history_url(result),
+    }
+    return render(request, "ui/checks/detail.html", context)
+
+
+def _history_url(result: CheckResult) -> str:
+    """The list filtered to this check of this target: what it said before and after."""
+    params = {"kind": result.kind}
+    if result.deployment_id:
+        params["deployment"] = result.deployment_id
+    elif result.server_id and not result.version_id:
+        params["server"] = result.server.name
+    elif result.version_id:
+        params["model"] = result.version.model.name
+    return f"{reverse('ui:check-list')}?{urlencode(params)}"
+
+
+# --- run now ----------------------------------------------------------------------------
+
+
+@require_POST
+@require_scope(Scope.DEPLOY)  # the API's run-now scope
+def run_now(request):
+    """Run a deployment's or a server's checks in the request, like the API's run-now; say the outcome."""
+    form = RunNowForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Nothing was checked: {_form_errors(form)}")
+        return _redirect_after_run(request, None)
+    target = form.cleaned_data["target"]
+    try:
+        results = _run_checks(target, ui_actor(request))
+    except CannotCheck as exc:
+        messages.error(request, f"Nothing was checked: {exc}")
+        return _redirect_after_run(request, target)
+    _say_outcome(request, target, results)
+    return _redirect_after_run(request, target)
+
+
+def _run_checks(target: Deployment | InferenceServer, actor) -> list[CheckResult]:
+    """The API's run-now: the same checks, recorded and audited alike."""
+    if isinstance(target, Deployment):
+        return check_deployment_now(target, actor)
+    return check_server_now(target, actor)
+
+
+def _say_outcome(request, target, results: list[CheckResult]) -> None:
+    statuses = {r.status for r in results}
+    level = messages.ERROR if Status.FAIL in statuses else messages.WARNING if Status.WARN in statuses else None
+    parts = [f"{r.get_kind_display()} {r.status}" + (f" ({r.message})" if r.message else "") for r in results]
+    text = f"Checked {target}: " + ("; ".join(parts) or "no results")
+    messages.add_message(request, level or messages.SUCCESS, text)
+
+
+def _form_errors(form) -> str:
+    return "; ".join(
+        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors) for name, errors in form.errors.items()
+    )
+
+
+def _redirect_after_run(request, target) -> HttpResponseRedirect:
+    """To `next` when it is a page of this site, else the target's page, else the checks."""
+    wanted = request.POST.get("next", "")
+    if wanted and url_has_allowed_host_and_scheme(wanted, {request.get_host()}, require_https=request.is_secure()):
+        return HttpResponseRedirect(wanted)
+    if isinstance(target, Deployment):
+        return HttpResponseRedirect(reverse("ui:deployment-detail", kwargs={"pk": target.pk}))
+    if isinstance(target, InferenceServer):
+        return HttpResponseRedirect(reverse("ui:server-detail", kwargs={"name": target.name}))
+    return HttpResponseRedirect(reverse("ui:check-list"))
+
+
+# --- schedules --------------------------------------------------------------------------
+
+
+@require_scope(Scope.READ)
+def schedule_list(request):
+    tasks = list(PeriodicTask.objects.select_related("interval", "crontab", "solar", "clocked").order_by("name"))
+    for task in tasks:
+        task.every_s = every_seconds(task)
+    return render(request, "ui/checks/schedules.html", {"tasks": tasks})
+
+
+@require_scope(Scope.ADMIN)
+def schedule_edit(request, pk: int):
+    """GET: the form; POST: the new interval and enabled, through the audited service."""
+    task = get_object_or_404(PeriodicTask.objects.select_related("interval", "crontab"), pk=pk)
+    has_interval = task.interval_id is not None
+    if request.method != "POST":
+        form = ScheduleForm(
+            initial={"every_s": every_seconds(task), "enabled": task.enabled}, has_interval=has_interval
+        )
+        return render(request, "ui/checks/schedule_edit.html", {"task": task, "form": form})
+    form = ScheduleForm(request.POST, has_interval=has_interval)
+    if form.is_valid():
+        try:
+            update_schedule(
+                task, ui_actor(request), every_s=form.cleaned_data.get("every_s"), enabled=form.cleaned_data["enabled"]
+            )
+        except ValueError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Schedule {task.name!r} saved.")
+            return HttpResponseRedirect(reverse("ui:schedule-list"))
+    return render(request, "ui/checks/schedule_edit.html", {"task": task, "form": form}, status=400)

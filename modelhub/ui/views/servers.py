@@ -1,23 +1,310 @@
-"""TODO(issue 8): being built."""
+"""Server pages: the list, one server's page (health, memory flags, deployments,
+what Triton serves beside what ModelHub wants) and the admin's register, edit and delete.
 
-from django.http import HttpResponse
+Writes go through `serving.services`, as the API's do, so they are audited alike.
+What Triton serves is asked in a fragment the page loads after it renders
+(`server_served`): a hanging Triton delays that box by a few seconds, never the page.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from modelhub.api.models import Scope
+from modelhub.monitoring.models import CheckKind, CheckResult
+from modelhub.registry.services import InUse, NameTaken
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
+from modelhub.serving.services import create_server, delete_server, update_server
+from modelhub.serving.triton_client import TritonClient, TritonError
+from modelhub.ui.access import require_scope, ui_actor
+from modelhub.ui.forms.servers import ServerForm, hide_credentials
+
+SERVERS_PER_PAGE = 50
+DEPLOYMENTS_PER_PAGE = 50
+RESULTS_PER_PAGE = 20
+# Deployments compared with what Triton serves, at most: the box stays readable and cheap.
+SERVED_ROWS_MAX = 500
+# Per Triton call of the served-vs-wanted box (two calls): an operator waits for it.
+SERVED_CALL_TIMEOUT_S = 2.0
+TRITON_READY = "READY"
 
 
-def server_list(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+# --- the list -----------------------------------------------------------------
 
 
-def server_create(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _hide_server_credentials(server: InferenceServer) -> None:
+    """What the pages show of a server's URLs and last error (display only, never saved)."""
+    server.shown_url = hide_credentials(server.base_url)
+    server.shown_metrics_url = hide_credentials(server.metrics_url)
+    server.last_error = hide_credentials(server.last_error)
 
 
-def server_detail(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+def _deployment_counts(servers: list[InferenceServer]) -> dict[int, list[tuple[str, str]]]:
+    """server id -> [(observed state, "3 loaded")] in ObservedState's order, in one GROUP BY query."""
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    rows = (
+        Deployment.objects.filter(server__in=servers)
+        .values_list("server_id", "observed")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for server_id, observed, n in rows:
+        counts[server_id][observed] = n
+    return {
+        server_id: [(state, f"{by_state[state]} {state}") for state in ObservedState.values if state in by_state]
+        for server_id, by_state in counts.items()
+    }
 
 
-def server_edit(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+@require_scope(Scope.READ)
+def server_list(request):
+    page = Paginator(InferenceServer.objects.order_by("name"), SERVERS_PER_PAGE).get_page(request.GET.get("page"))
+    servers = list(page.object_list)
+    counts = _deployment_counts(servers)
+    for server in servers:
+        _hide_server_credentials(server)
+        server.deployment_counts = counts.get(server.pk, [])
+    return render(request, "ui/servers/list.html", {"page": page, "servers": servers})
 
 
-def server_delete(request, **kwargs):
-    return HttpResponse("not built yet", status=501)
+# --- one server -----------------------------------------------------------------
+
+
+@dataclass
+class CursorPage:
+    """A page of an append-only table, newest first, and the query string of the next older page."""
+
+    rows: list
+    older_query: str | None
+    is_first: bool
+    newest_query: str
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _cursor_of(row: CheckResult) -> str:
+    # Whole microseconds and the id: exact, and safe in a URL as it is.
+    return f"{(row.created_at - _EPOCH) // timedelta(microseconds=1)}-{row.pk}"
+
+
+def _parse_cursor(text: str | None) -> tuple[datetime, int] | None:
+    try:
+        micros, pk = (int(part) for part in (text or "").split("-"))
+        return _EPOCH + timedelta(microseconds=micros), pk
+    except (ValueError, OverflowError):
+        return None  # absent or tampered with: the newest page
+
+
+def cursor_page(request, queryset: QuerySet, param: str, size: int = RESULTS_PER_PAGE) -> CursorPage:
+    """Rows older than the cursor in `request.GET[param]`: no COUNT over a table that only grows."""
+    cursor = _parse_cursor(request.GET.get(param))
+    if cursor:
+        at, pk = cursor
+        queryset = queryset.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=pk))
+    rows = list(queryset.order_by("-created_at", "-id")[: size + 1])
+    query = request.GET.copy()
+    query.pop(param, None)
+    newest = query.urlencode()
+    older = None
+    if len(rows) > size:
+        rows = rows[:size]
+        query[param] = _cursor_of(rows[-1])
+        older = query.urlencode()
+    return CursorPage(rows, older, cursor is None, newest)
+
+
+def _server_results(server: InferenceServer, kind: str) -> QuerySet:
+    return CheckResult.objects.filter(kind=kind, server=server)
+
+
+def _mib(size: float | None) -> float | None:
+    return None if size is None else round(size / 2**20, 1)
+
+
+@require_scope(Scope.READ)
+def server_detail(request, name: str):
+    server = get_object_or_404(InferenceServer, name=name)
+    _hide_server_credentials(server)
+    deployments = Paginator(
+        Deployment.objects.filter(server=server)
+        .select_related("version__model")
+        .order_by("version__model__name", "-version__number"),
+        DEPLOYMENTS_PER_PAGE,
+    ).get_page(request.GET.get("page"))
+    memory = cursor_page(
+        request, _server_results(server, CheckKind.MEMORY).select_related("version__model"), "memory_before"
+    )
+    health = cursor_page(request, _server_results(server, CheckKind.SERVER_HEALTH), "health_before")
+    for result in health.rows:
+        result.message = hide_credentials(result.message)
+    for deployment in deployments:
+        deployment.last_error = hide_credentials(deployment.last_error)
+    for result in memory.rows:
+        result.mib_change = _mib(result.value)
+        result.mib_load = _mib(result.details.get("load_delta_bytes"))
+    return render(
+        request,
+        "ui/servers/detail.html",
+        {
+            "server": server,
+            "health": health,
+            "memory": memory,
+            "deployments": deployments,
+        },
+    )
+
+
+# --- what Triton serves beside what ModelHub wants --------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    state: str  # Triton's: READY, UNAVAILABLE, LOADING, UNLOADING…
+    reason: str = ""
+
+
+@dataclass
+class ServedRow:
+    model: str
+    version: str
+    deployment: Deployment | None  # None: Triton serves it, ModelHub knows no deployment of it here
+    triton_state: str
+    reason: str
+    diff: bool
+
+
+def triton_serves(server: InferenceServer) -> dict[tuple[str, str], Served]:
+    """(model, version) -> what Triton says of it; version "" for a model-wide entry.
+
+    The repository index gives state and reason for the models of the server's
+    repository folder only; a model loaded with its files inside the load request is
+    missing there, so the statistics (every ready version) fill in the rest.
+    """
+    client = TritonClient.for_server(server, timeout=SERVED_CALL_TIMEOUT_S)
+    try:
+        index = client.repository_index()
+        stats = client.statistics().get("model_stats", [])
+    finally:
+        client.close()
+    served = {
+        (e.get("name", ""), str(e.get("version", ""))): Served(e.get("state", ""), e.get("reason", "")) for e in index
+    }
+    for entry in stats:
+        served[entry.get("name", ""), str(entry.get("version", ""))] = Served(TRITON_READY)
+    return served
+
+
+def _compare(deployment: Deployment, served: dict[tuple[str, str], Served]) -> ServedRow:
+    model, version = deployment.version.model.name, str(deployment.version.number)
+    triton = served.get((model, version)) or served.get((model, ""))
+    serving = triton is not None and triton.state == TRITON_READY
+    wanted = deployment.desired == DesiredState.LOADED
+    reason = triton.reason if triton else ""
+    if wanted and not serving:
+        reason = reason or "Triton does not serve this version"
+    elif serving and not wanted:
+        reason = "Triton still serves this version; ModelHub wants it unloaded"
+    return ServedRow(
+        model=model,
+        version=version,
+        deployment=deployment,
+        triton_state=triton.state if triton else "not served",
+        reason=reason,
+        diff=wanted != serving,
+    )
+
+
+def compare_served(deployments: list[Deployment], served: dict[tuple[str, str], Served], *, complete: bool):
+    """One row per deployment, plus what Triton serves that no deployment wants (only when
+    `deployments` are all of the server's); disagreements first."""
+    rows = [_compare(d, served) for d in deployments]
+    if complete:
+        known = {(r.model, r.version) for r in rows}
+        rows += [
+            ServedRow(model, version, None, s.state, "served by Triton, but not a ModelHub deployment", True)
+            for (model, version), s in sorted(served.items())
+            if s.state == TRITON_READY and (model, version) not in known
+        ]
+    return sorted(rows, key=lambda r: not r.diff)
+
+
+@require_scope(Scope.READ)
+def server_served(request, name: str):
+    """The served-vs-wanted box of the server page, as a fragment (the page polls it once)."""
+    server = get_object_or_404(InferenceServer, name=name)
+    deployments = list(
+        Deployment.objects.filter(server=server)
+        .select_related("version__model")
+        .order_by("version__model__name", "-version__number")[: SERVED_ROWS_MAX + 1]
+    )
+    complete = len(deployments) <= SERVED_ROWS_MAX
+    context = {"server": server, "truncated": not complete, "limit": SERVED_ROWS_MAX}
+    try:
+        served = triton_serves(server)
+    except TritonError as exc:
+        context["error"] = hide_credentials(str(exc))
+    else:
+        for deployment in deployments:
+            deployment.last_error = hide_credentials(deployment.last_error)
+        context["rows"] = compare_served(deployments[:SERVED_ROWS_MAX], served, complete=complete)
+    return render(request, "ui/servers/served.html", context)
+
+
+# --- register, edit, delete (admin) ---------------------------------------------
+
+
+@require_scope(Scope.ADMIN)
+def server_create(request):
+    form = ServerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            server = create_server(ui_actor(request), **form.cleaned_data)
+        except NameTaken as exc:
+            form.add_error("name", str(exc))
+        except ValidationError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"Server {server.name!r} registered; ModelHub checks it on its next pass.")
+            return redirect("ui:server-detail", name=server.name)
+    return render(request, "ui/servers/form.html", {"form": form, "server": None})
+
+
+@require_scope(Scope.ADMIN)
+def server_edit(request, name: str):
+    server = get_object_or_404(InferenceServer, name=name)
+    form = ServerForm.for_server(server, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        changes = form.changes(server)
+        try:
+            update_server(server, ui_actor(request), **changes)
+        except NameTaken as exc:
+            form.add_error("name", str(exc))
+        except ValidationError as exc:
+            form.add_service_error(exc)
+        else:
+            said = f"changed {', '.join(sorted(changes))}" if changes else "nothing changed"
+            messages.success(request, f"Server {server.name!r} saved: {said}.")
+            return redirect("ui:server-detail", name=server.name)
+        server.refresh_from_db()  # the service set the refused values on it
+    return render(request, "ui/servers/form.html", {"form": form, "server": server})
+
+
+@require_scope(Scope.ADMIN)
+@require_POST
+def server_delete(request, name: str):
+    server = get_object_or_404(InferenceServer, name=name)
+    try:
+        delete_server(server, ui_actor(request))
+    except InUse as exc:
+        messages.error(request, str(exc))
+        return redirect("ui:server-detail", name=name)
+    messages.success(request, f"Server {name!r} deleted.")
+    return redirect("ui:server-list")
