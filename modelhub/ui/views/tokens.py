@@ -9,7 +9,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from modelhub.api.models import SCOPE_IMPLIES, ApiToken, Scope
-from modelhub.api.permissions import ROLE_SCOPES, role_scopes
+from modelhub.api.permissions import role_scopes
 from modelhub.api.tokens import issue_token, revoke_token
 from modelhub.registry.models import Model
 from modelhub.ui.access import can, require_scope, ui_actor
@@ -31,14 +31,12 @@ def _visible_tokens(request):
 def _mark_lapsed_scopes(tokens) -> None:
     """Give each token `lapsed`: its scopes that its owner's role no longer grants.
 
-    The role is read from the prefetched groups and handed to role_scopes as its per-user
-    cache, so the one permission module decides, without a query per row.
+    The role comes from the prefetched groups, through the one permission module: no
+    query per row.
     """
     for token in tokens:
         user = token.user
-        names = {g.name for g in user.groups.all()}
-        user._modelhub_role_scopes = frozenset().union(*(s for r, s in ROLE_SCOPES.items() if r in names))
-        held = role_scopes(user)
+        held = role_scopes(user, groups=user.groups.all())
         token.lapsed = [s for s in token.scopes if not SCOPE_IMPLIES.get(s, {s}) <= held]
 
 
