@@ -173,9 +173,9 @@ def figure(title: str, y_title: str, traces: list[dict], empty: str, start, end,
             "title": {"text": title},
             "xaxis": {"title": {"text": "time (UTC)"}, "type": "date", "range": [start.isoformat(), end.isoformat()]},
             "yaxis": yaxis,
-            # Above the plot, under the title: below it, it would cover the date ticks.
-            "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"},
-            "margin": {"t": 80, "r": 64, "b": 56, "l": 64},
+            # Under the axis title, clear of the two-line date ticks (Plotly grows the margin to fit it).
+            "legend": {"orientation": "h", "x": 0, "y": -0.3, "yanchor": "top"},
+            "margin": {"t": 48, "r": 64, "b": 48, "l": 64},
             "hovermode": "x unified",
             **layout,
         },

@@ -1,8 +1,8 @@
 """The issue's browser tests: an operator runs ModelHub from a real headless Chromium against
-a live server and a real tritonserver: deploys a version and watches it load, reads a chart
-drawn from probe points, rolls an alias back, watches a killed Triton's alert fire, acknowledges
-it and sees it resolve. A viewer sees no action forms, and a POST forged from the viewer's page
-is refused by the server.
+a live server and a real tritonserver: deploys a version and watches it load (or fail with
+Triton's reason), reads a chart drawn from probe points, rolls an alias back, watches a killed
+Triton's alert fire, acknowledges it and sees it resolve. A viewer sees no action forms, and a
+POST forged from the viewer's page is refused by the server.
 
 Checks run when the test calls their tasks, as beat would (eager Celery, as in
 tests/test_monitoring_end_to_end.py); a deploy from the UI reconciles in the live server's
@@ -27,7 +27,7 @@ from modelhub.serving.tasks import reconcile_server_task
 
 # ruff: noqa: F811 (pytest fixtures imported by name)
 from tests.alerts.conftest import rules  # noqa: F401
-from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
+from tests.conftest import BROKEN_MODEL_PY, DOUBLER_MANIFEST, doubler_source, make_zip
 from tests.serving.test_deploy import register, register_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -60,6 +60,14 @@ def action_form(page: Page, test_id: str):
     expect(element).to_have_count(1)
     is_form = element.evaluate("node => node.tagName === 'FORM'")
     return element if is_form else element.locator("form").first
+
+
+def deploy_from_version_page(page: Page, server_name: str) -> None:
+    """Choose the server in the version page's deploy form and press Deploy (the confirm is accepted)."""
+    form = page.get_by_test_id("deploy-form")
+    choice = form.locator("select[name=servers] option", has_text=server_name)
+    form.locator("select[name=servers]").select_option(choice.get_attribute("value"))
+    form.get_by_role("button", name="Deploy").click()
 
 
 def expect_drawn_with_points(chart) -> None:
@@ -96,10 +104,7 @@ def test_operator_sees_models_opens_a_version_deploys_it_and_watches_it_load(
     page.locator(f"a[href='{reverse('ui:version-detail', args=['brw-deploy', 1])}']").first.click()
     expect(page).to_have_url(re.compile(re.escape(reverse("ui:version-detail", args=["brw-deploy", 1])) + "$"))
 
-    form = page.get_by_test_id("deploy-form")
-    choice = form.locator("select[name=servers] option", has_text="brw-local")
-    form.locator("select[name=servers]").select_option(choice.get_attribute("value"))
-    form.get_by_role("button", name="Deploy").click()
+    deploy_from_version_page(page, "brw-local")
 
     state = page.get_by_test_id("deployment-state")
     expect(state).to_have_attribute("data-state", "loaded", timeout=LOAD_TIMEOUT_MS)
@@ -115,6 +120,44 @@ def test_operator_sees_models_opens_a_version_deploys_it_and_watches_it_load(
     row = page.locator(f"[data-testid=audit-row][data-event='{event.pk}']")
     for text in ("user:olga", "ui", "deployment.deploy", "brw-deploy"):
         expect(row).to_contain_text(text)
+
+
+@pytest.mark.triton
+def test_a_deploy_that_triton_refuses_ends_on_the_page_with_tritons_error(page, sign_in, triton, actor, tmp_path):
+    server = register_server(triton, "brw-strict")
+    artifact = make_zip(tmp_path / "broken.zip", {"1/model.py": BROKEN_MODEL_PY})
+    version = register(actor, artifact, DOUBLER_MANIFEST, "brw-broken")
+    sign_in("oskar", "operator")
+
+    page.goto(reverse("ui:version-detail", args=["brw-broken", version.number]))
+    deploy_from_version_page(page, "brw-strict")
+
+    expect(page.get_by_test_id("deployment-state")).to_have_attribute("data-state", "failed", timeout=LOAD_TIMEOUT_MS)
+    error = page.get_by_test_id("deployment-error")
+    expect(error).to_contain_text("SyntaxError")  # Triton's own reason, not a bare "failed"
+    expect(error).to_contain_text("brw-broken")
+    assert Deployment.objects.get(version=version, server=server).observed == ObservedState.FAILED
+
+
+@pytest.mark.triton
+def test_the_deployment_page_shows_progress_and_updates_in_place_when_the_load_ends(
+    page, sign_in, triton, actor, tmp_path
+):
+    server = register_server(triton, "brw-slow")
+    version = doubler(actor, tmp_path, "brw-progress")
+    # Wanted but not yet reconciled: what a deploy looks like while a worker is busy elsewhere.
+    deployment = Deployment.objects.create(version=version, server=server)
+    sign_in("pia", "viewer")
+    page.goto(reverse("ui:deployment-detail", args=[deployment.pk]))
+    expect(page.get_by_test_id("deployment-state")).to_have_attribute("data-state", "pending")
+    expect(page.get_by_test_id("deployment-waiting")).to_contain_text("brw-slow")
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+
+    reconcile_server_task.delay(server.pk).get()  # the worker gets to it
+
+    expect(page.get_by_test_id("deployment-state")).to_have_attribute("data-state", "loaded", timeout=LOAD_TIMEOUT_MS)
+    expect(page.get_by_test_id("deployment-waiting")).to_have_count(0)
+    assert page.evaluate("window.sameDocument") is True  # the poll swapped the status in
 
 
 @pytest.mark.triton

@@ -263,7 +263,7 @@ def server_served(request, name: str):
 
 @require_scope(Scope.ADMIN)
 def server_create(request):
-    form = ServerForm(request.POST or None)
+    form = ServerForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             server = create_server(ui_actor(request), **form.cleaned_data)
@@ -280,7 +280,7 @@ def server_create(request):
 @require_scope(Scope.ADMIN)
 def server_edit(request, name: str):
     server = get_object_or_404(InferenceServer, name=name)
-    form = ServerForm.for_server(server, request.POST or None)
+    form = ServerForm.for_server(server, request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         changes = form.changes(server)
         try:
