@@ -403,13 +403,19 @@ def test_the_include_gives_each_chart_its_own_range_selector_and_data_url():
 
     page = Template(
         '{% include "ui/includes/chart.html" with chart="latency" target="deployment:12" title="Latency" %}'
-        '{% include "ui/includes/chart.html" with chart="traffic" target="deployment:12" title="Traffic" %}'
+        '{% include "ui/includes/chart.html" with chart="traffic" target="deployment:12" title="Traffic" '
+        'initial_range="7d" %}'
     ).render(Context({}))
     assert 'data-testid="chart-latency"' in page and 'data-testid="chart-traffic"' in page
     assert f'data-url="{reverse("ui:chart-data", args=["latency"])}"' in page
     assert page.count('data-target="deployment:12"') == 2
-    for label, pressed in (("1 h", "false"), ("24 h", "true"), ("7 d", "false"), ("30 d", "false")):
-        assert page.count(f'aria-pressed="{pressed}">{label}</button>') == 2
+    # Each opens on its own range: the last hour unless the page says otherwise.
+    latency, traffic = page.split('data-testid="chart-traffic"')[0].split("<figure")[1:]
+    for label, pressed in (("1 h", "true"), ("24 h", "false"), ("7 d", "false"), ("30 d", "false")):
+        assert f'aria-pressed="{pressed}">{label}</button>' in latency
+    for label, pressed in (("1 h", "false"), ("24 h", "false"), ("7 d", "true"), ("30 d", "false")):
+        assert f'aria-pressed="{pressed}">{label}</button>' in traffic
+    assert 'data-range="1h" aria-live' in latency and 'data-range="7d" aria-live' in page
     assert page.count(">Apply</button>") == 2
     ids = [part.split('"')[0] for part in page.split(' id="')[1:]]
     assert len(ids) == len(set(ids)) == 8  # block, start, end and chart of each
