@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "modelhub"
 # Higher numbers build on lower ones; apps on one floor may use each other.
 FLOORS = {
     "lib": 0,
+    "access": 1,  # roles and scopes: read by every app's admin, the API and the UI
     "audit": 1,
     "registry": 2,
     "serving": 3,

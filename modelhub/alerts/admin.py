@@ -4,6 +4,7 @@ flips and notification attempts (read-only: written by evaluation and delivery o
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
+from modelhub.access.roles import Scope
 from modelhub.alerts.models import Alert, AlertRule, Flip, Notification
 from modelhub.alerts.services import RULE_FIELDS, acknowledge, create_rule, delete_rule, unsilence, update_rule
 from modelhub.audit.actors import Actor, client_ip
@@ -14,6 +15,7 @@ from modelhub.registry.admin import ReadOnlyAdminMixin
 
 @admin.register(AlertRule)
 class AlertRuleAdmin(ServiceAdmin):
+    write_scope = Scope.DEPLOY  # as the API's rule writes
     list_display = ["name", "signal", "series", "scope", "model", "server", "threshold", "severity", "enabled"]
     list_filter = ["signal", "scope", "severity", "enabled"]
     search_fields = ["name", "series", "model__name", "server__name"]
@@ -53,7 +55,7 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "since"
     actions = ["acknowledge_selected", "unsilence_selected"]
 
-    @admin.action(description="Acknowledge the selected firing alerts")
+    @admin.action(description="Acknowledge the selected firing alerts", permissions=["deploy_role"])
     def acknowledge_selected(self, request, queryset):
         actor = Actor(source=Source.ADMIN, user=request.user, remote_addr=client_ip(request))
         for alert in queryset:
@@ -62,7 +64,7 @@ class AlertAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             except ValidationError as exc:
                 self.message_user(request, "; ".join(exc.messages), messages.WARNING)
 
-    @admin.action(description="End the silence of the selected alerts")
+    @admin.action(description="End the silence of the selected alerts", permissions=["deploy_role"])
     def unsilence_selected(self, request, queryset):
         actor = Actor(source=Source.ADMIN, user=request.user, remote_addr=client_ip(request))
         for alert in queryset:

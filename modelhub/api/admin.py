@@ -5,8 +5,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from modelhub.api.models import ApiToken, Scope
-from modelhub.api.permissions import role_scopes
+from modelhub.access.roles import Scope
+from modelhub.api.models import ApiToken
 from modelhub.api.tokens import revoke_token
 from modelhub.audit.admin import AuditedAdmin
 
@@ -33,25 +33,9 @@ class ApiTokenAdmin(AuditedAdmin):
     readonly_fields = ["prefix", "restricted", "created_at", "last_used_at"]
     actions = ["revoke"]
 
-    # Tokens act for people: only an admin (by role, modelhub.api.permissions) manages them,
-    # or a staff member with the Django permission could mint a token acting for a superuser.
-    def _may_manage(self, request) -> bool:
-        return Scope.ADMIN in role_scopes(request.user)
-
-    def has_module_permission(self, request):
-        return self._may_manage(request) and super().has_module_permission(request)
-
-    def has_view_permission(self, request, obj=None):
-        return self._may_manage(request) and super().has_view_permission(request, obj)
-
-    def has_add_permission(self, request):
-        return self._may_manage(request) and super().has_add_permission(request)
-
-    def has_change_permission(self, request, obj=None):
-        return self._may_manage(request) and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request, obj=None):
-        return self._may_manage(request) and super().has_delete_permission(request, obj)
+    # Tokens act for people: only an admin (by role) sees or manages them, or a staff
+    # member with the Django permission could mint a token acting for a superuser.
+    view_scope = write_scope = Scope.ADMIN
 
     def get_fields(self, request, obj=None):
         fields = super().get_fields(request, obj)
@@ -106,7 +90,7 @@ class ApiTokenAdmin(AuditedAdmin):
         add_never_cache_headers(response)
         return response
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=["admin_role"])
     def revoke(self, request, queryset):
         for token in queryset:
             revoke_token(token, self._actor(request))

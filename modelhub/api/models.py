@@ -16,26 +16,15 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from modelhub.access.roles import SCOPE_IMPLIES, Scope
+
 TOKEN_PREFIX = "mh"
 _ALPHABET = string.ascii_letters + string.digits
 PREFIX_LENGTH = 8
 SECRET_LENGTH = 40  # 40 base-62 characters: about 238 bits
 
 
-class Scope(models.TextChoices):
-    READ = "read", "read everything the token can see"
-    UPLOAD = "upload", "register models and versions"
-    DEPLOY = "deploy", "deploy, undeploy and move aliases"
-    ADMIN = "admin", "everything, servers and deletes included"
-
-
-# What each scope lets a caller do: writing implies reading what you write.
-SCOPE_IMPLIES = {
-    Scope.READ: {Scope.READ},
-    Scope.UPLOAD: {Scope.READ, Scope.UPLOAD},
-    Scope.DEPLOY: {Scope.READ, Scope.DEPLOY},
-    Scope.ADMIN: {Scope.READ, Scope.UPLOAD, Scope.DEPLOY, Scope.ADMIN},
-}
+# The scopes live with the roles (modelhub.access.roles); imported here for the token's fields.
 
 
 def validate_scopes(value: object) -> None:

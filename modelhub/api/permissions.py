@@ -1,11 +1,9 @@
-"""Who may do what: the one module that decides it, for the API, the admin and the UI.
+"""Who may call the REST API: people by their role, tokens by their scopes.
 
-Scopes are read, upload, deploy and admin (upload and deploy imply read, admin
-implies all).
+The roles themselves (which scopes each holds, a person's scopes) are in
+`modelhub.access.roles`, the one place the API, the UI and the admin read them from.
 
-- A person holds the scopes of their role groups: viewer = read, operator =
-  read + deploy (deploy and promote), admin = everything. A superuser is admin;
-  a user in no role group holds nothing.
+- A person (a session) holds the scopes of their role.
 - A token holds the scopes it was issued with *that its owner's role holds now*:
   the two are intersected at every request, so a demoted user's tokens lose what
   the role lost, and no token does more than the person it acts for.
@@ -27,35 +25,10 @@ from rest_framework.authentication import get_authorization_header
 from rest_framework.exceptions import NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from modelhub.access.roles import ROLES_SUMMARY, role_refusal, role_scopes
 from modelhub.api.authentication import BearerTokenAuthentication
-from modelhub.api.models import ApiToken, Scope
+from modelhub.api.models import ApiToken
 from modelhub.registry.models import Model
-
-ROLE_SCOPES: dict[str, frozenset[str]] = {
-    "viewer": frozenset({Scope.READ}),
-    "operator": frozenset({Scope.READ, Scope.DEPLOY}),
-    "admin": frozenset(Scope.values),
-}
-ROLES = tuple(ROLE_SCOPES)
-ROLES_SUMMARY = "roles: viewer=read, operator=read+deploy, admin=all"
-
-
-def role_scopes(user, groups=None) -> frozenset[str]:
-    """What a person may do by their role groups, whatever signs them in.
-
-    `groups`: the person's groups when the caller already has them (a list of people
-    with their groups prefetched), so that no query is made per person."""
-    if user is None or not user.is_authenticated or not user.is_active:
-        return frozenset()
-    if user.is_superuser:
-        return frozenset(Scope.values)
-    if groups is not None:
-        return frozenset().union(*(ROLE_SCOPES.get(group.name, frozenset()) for group in groups))
-    cached = getattr(user, "_modelhub_role_scopes", None)  # one query per user object
-    if cached is None:
-        names = user.groups.filter(name__in=ROLES).values_list("name", flat=True)
-        cached = user._modelhub_role_scopes = frozenset().union(*(ROLE_SCOPES[name] for name in names))
-    return cached
 
 
 def token_scopes(token: ApiToken) -> frozenset[str]:
@@ -98,7 +71,7 @@ def refusal(scope: str, token: ApiToken | None) -> str:
     """Why a caller lacking `scope` is refused, in words that say what to change."""
     scope = str(getattr(scope, "value", scope))
     if token is None:
-        return f"your role does not allow {scope!r} ({ROLES_SUMMARY})"
+        return role_refusal(scope)
     if scope in token.granted:
         return (
             f"this API token has the {scope!r} scope but its user {token.user.get_username()!r} "

@@ -2,13 +2,14 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.http import HttpResponseRedirect
 
+from modelhub.access.roles import RoleAdminMixin
 from modelhub.audit.actors import Actor, client_ip
 from modelhub.audit.log import record
 from modelhub.audit.models import AuditEvent, Source
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(RoleAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "actor", "source", "action", "object_type", "object_repr", "model_name"]
     list_filter = ["source", "action", "object_type"]
     search_fields = ["actor", "object_repr", "action", "model_name"]
@@ -25,7 +26,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         return False
 
 
-class AuditedAdmin(admin.ModelAdmin):
+class AuditedAdmin(RoleAdminMixin, admin.ModelAdmin):
     """A ModelAdmin whose saves and deletes write audit rows (source=admin)."""
 
     def _actor(self, request) -> Actor:
@@ -49,7 +50,7 @@ class AuditedAdmin(admin.ModelAdmin):
         super().delete_queryset(request, queryset)
 
 
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(RoleAdminMixin, admin.ModelAdmin):
     """A ModelAdmin whose writes go through the same service functions as the API,
     which check the rules and write the audit rows: subclasses say which, in
     `create`, `update` and `delete`.

@@ -12,6 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin
 
+from modelhub.access.roles import RoleAdminMixin, Scope
 from modelhub.audit.admin import ServiceAdmin
 from modelhub.registry.evaluation import (
     EvaluationSetError,
@@ -23,7 +24,7 @@ from modelhub.registry.models import Alias, AliasMove, EvaluationSet, TensorSpec
 from modelhub.registry.services import move_alias
 
 
-class ReadOnlyAdminMixin:
+class ReadOnlyAdminMixin(RoleAdminMixin):
     """History and schema rows: written by the service functions only, never by hand."""
 
     def has_add_permission(self, request, obj=None):
@@ -60,6 +61,7 @@ class AliasForm(forms.ModelForm):
 
 @admin.register(Alias)
 class AliasAdmin(ServiceAdmin):
+    write_scope = Scope.DEPLOY  # as the API's alias moves
     """Every move goes through move_alias, which keeps it as an AliasMove row."""
 
     form = AliasForm
@@ -162,6 +164,7 @@ class EvaluationSetForm(forms.ModelForm):
 
 @admin.register(EvaluationSet)
 class EvaluationSetAdmin(ServiceAdmin):
+    write_scope = Scope.UPLOAD  # as the API's evaluation-set upload
     """Uploads, changes and removals go through the same service as the API (validated, audited)."""
 
     form = EvaluationSetForm

@@ -7,6 +7,7 @@ goes through the same service functions as the API.
 
 from django.contrib import admin, messages
 
+from modelhub.access.roles import Scope
 from modelhub.audit.admin import ServiceAdmin
 from modelhub.audit.log import record
 from modelhub.registry.admin import ReadOnlyAdminMixin, TensorSpecInline
@@ -35,6 +36,7 @@ def _changes(form, fields) -> dict:
 
 @admin.register(Model)
 class ModelAdmin(ServiceAdmin):
+    write_scope, delete_scope = Scope.UPLOAD, Scope.ADMIN  # as the API
     list_display = ["name", "task_kind", "created_at"]
     list_filter = ["task_kind"]
     search_fields = ["name", "description"]
@@ -71,6 +73,7 @@ class VersionDeploymentInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ServiceAdmin):
+    write_scope, delete_scope = Scope.UPLOAD, Scope.ADMIN  # as the API
     list_display = ["model", "number", "backend", "platform", "max_batch_size", "size", "created_at", "created_by"]
     list_filter = ["backend", "platform"]
     search_fields = ["model__name", "sha256", "git_commit"]
@@ -117,7 +120,7 @@ class InferenceServerAdmin(ServiceAdmin):
     actions = ["reconcile_now"]
     refusals = (InUse,)
 
-    @admin.action(description="Reconcile selected servers now")
+    @admin.action(description="Reconcile selected servers now", permissions=["deploy_role"])
     def reconcile_now(self, request, queryset):
         for server in queryset:
             reconcile_server_task.delay(server.pk)
@@ -143,6 +146,7 @@ class DeploymentTransitionInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(Deployment)
 class DeploymentAdmin(ServiceAdmin):
+    write_scope = Scope.DEPLOY  # as the API's deploy and undeploy
     list_display = ["version", "server", "desired", "observed", "observed_at", "last_error"]
     list_filter = ["desired", "observed", "server"]
     list_select_related = ["version__model", "server"]

@@ -1,7 +1,7 @@
 """What the signed-in person may do in the UI.
 
-The rules live in `modelhub.api.permissions`, the one permission module the REST
-API and the admin also read: a person holds the scopes of their role group
+The rules live in `modelhub.access.roles`, the one module the REST API and the
+admin also read: a person holds the scopes of their role group
 (viewer = read, operator = read + deploy, admin = everything). Here they become a
 view decorator (the server refuses what the role does not allow, whatever the
 page showed) and `can` in every template (which buttons to show).
@@ -12,7 +12,7 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
-from modelhub.api.permissions import refusal, role_scopes
+from modelhub.access.roles import role_refusal, role_scopes
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source
 
@@ -31,7 +31,7 @@ def require_scope(scope: str):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not can(request.user, scope):
-                raise PermissionDenied(refusal(scope, None))
+                raise PermissionDenied(role_refusal(scope))
             return view(request, *args, **kwargs)
 
         wrapped.required_scope = scope  # read by the page permission matrix test

@@ -3,7 +3,7 @@ the number of firing alerts in the navigation (one COUNT, only when a page rende
 
 from django.utils.functional import SimpleLazyObject
 
-from modelhub.api.permissions import ROLES
+from modelhub.access.roles import ROLES
 from modelhub.ui.access import Can
 
 

@@ -74,7 +74,7 @@ def roles(transactional_db):
     """
     from django.contrib.auth.models import Group
 
-    from modelhub.api.permissions import ROLES
+    from modelhub.access.roles import ROLES
 
     for name in ROLES:
         Group.objects.get_or_create(name=name)

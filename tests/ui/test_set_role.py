@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from modelhub.api.permissions import role_scopes
+from modelhub.access.roles import role_scopes
 
 pytestmark = pytest.mark.django_db
 

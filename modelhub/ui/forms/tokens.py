@@ -11,8 +11,8 @@ from datetime import timedelta
 from django import forms
 from django.utils import timezone
 
+from modelhub.access.roles import role_refusal, role_scopes
 from modelhub.api.models import SCOPE_IMPLIES, Scope
-from modelhub.api.permissions import refusal, role_scopes
 from modelhub.registry.models import Model
 
 DEFAULT_LIFETIME_DAYS = 90
@@ -54,7 +54,7 @@ class TokenCreateForm(forms.Form):
         held = role_scopes(self.user)
         lacking = [s for s in scopes if not SCOPE_IMPLIES[s] <= held]
         if lacking:
-            raise forms.ValidationError([refusal(s, None) for s in lacking])
+            raise forms.ValidationError([role_refusal(s) for s in lacking])
         return scopes
 
     @property

@@ -15,11 +15,11 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from modelhub.access.roles import Scope
 from modelhub.alerts import services
 from modelhub.alerts.links import target_path
 from modelhub.alerts.models import Alert, AlertRule, AlertState, Flip, Notification
 from modelhub.api.alerts_views import DETAIL_FLIPS
-from modelhub.api.models import Scope
 from modelhub.ui.access import require_scope, ui_actor
 from modelhub.ui.forms.alerts import QUICK_SILENCES, AlertFilterForm, AlertRuleForm, SilenceForm
 

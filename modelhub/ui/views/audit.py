@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from django.shortcuts import render
 from django.urls import reverse
 
-from modelhub.api.models import Scope
+from modelhub.access.roles import Scope
 from modelhub.audit.models import AuditEvent
 from modelhub.ui.access import require_scope
 from modelhub.ui.forms.audit import AuditFilterForm, make_cursor, newer_than, older_than

@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from modelhub.access.roles import Scope
 from modelhub.alerts.models import Alert, AlertState
-from modelhub.api.models import Scope
 from modelhub.monitoring.gates import GateFailed, promote_with_gates
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, AliasMove, Model, ModelVersion, alias_name_validator

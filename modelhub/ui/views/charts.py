@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET
 
-from modelhub.api.models import Scope
+from modelhub.access.roles import Scope
 from modelhub.ui.access import require_scope
 from modelhub.ui.charts import CHARTS, BadTarget, NoSuchTarget, build_chart
 

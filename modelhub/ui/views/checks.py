@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
-from modelhub.api.models import Scope
+from modelhub.access.roles import Scope
 from modelhub.monitoring.models import CheckResult, Status
 from modelhub.monitoring.run_now import CannotCheck, check_deployment_now, check_server_now
 from modelhub.monitoring.schedules import every_seconds, update_schedule

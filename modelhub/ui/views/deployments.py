@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 from django.shortcuts import get_object_or_404, render
 
-from modelhub.api.models import Scope
+from modelhub.access.roles import Scope
 from modelhub.serving.models import Deployment, DeploymentTransition, DesiredState, ObservedState
 from modelhub.ui.access import require_scope
 from modelhub.ui.views.overview import attach_last_checks

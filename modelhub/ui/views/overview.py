@@ -15,8 +15,8 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from modelhub.access.roles import Scope
 from modelhub.alerts.models import Alert, AlertState, Severity
-from modelhub.api.models import Scope
 from modelhub.audit.models import AuditEvent
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, AliasMove, Model, ModelVersion

@@ -17,7 +17,7 @@ from django.db.models import Count, Q, QuerySet
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from modelhub.api.models import Scope
+from modelhub.access.roles import Scope
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.services import InUse, NameTaken
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState

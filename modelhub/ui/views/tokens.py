@@ -8,8 +8,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
+from modelhub.access.roles import role_scopes
 from modelhub.api.models import SCOPE_IMPLIES, ApiToken, Scope
-from modelhub.api.permissions import role_scopes
 from modelhub.api.tokens import issue_token, revoke_token
 from modelhub.registry.models import Model
 from modelhub.ui.access import can, require_scope, ui_actor

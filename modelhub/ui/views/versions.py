@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from modelhub.api.models import Scope
+from modelhub.access.roles import Scope
 from modelhub.audit.log import record as audit
 from modelhub.monitoring.accuracy_tasks import run_accuracy
 from modelhub.monitoring.models import CheckKind, CheckResult

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from modelhub.access.roles import ROLES_SUMMARY, role_scopes
 from modelhub.api.models import SCOPE_IMPLIES, Scope
-from modelhub.api.permissions import ROLES_SUMMARY, role_scopes
 from modelhub.api.tokens import issue_token
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from modelhub.api.permissions import ROLES, ROLES_SUMMARY
+from modelhub.access.roles import ROLES, ROLES_SUMMARY
 
 
 class Command(BaseCommand):
