@@ -24,6 +24,11 @@ urlpatterns = [
     path("models/<str:name>/versions/<int:number>/deploy", versions.version_deploy, name="version-deploy"),
     path("models/<str:name>/versions/<int:number>/undeploy", versions.version_undeploy, name="version-undeploy"),
     path("models/<str:name>/versions/<int:number>/accuracy", versions.version_accuracy_run, name="version-accuracy"),
+    path(
+        "models/<str:name>/versions/<int:number>/accuracy/status",
+        versions.version_accuracy_status,
+        name="version-accuracy-status",
+    ),
     # Deployments: progress of a deploy or undeploy
     path("deployments/<int:pk>/", deployments.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/status", deployments.deployment_status, name="deployment-status"),

@@ -2,11 +2,31 @@
 (function () {
   "use strict";
 
+  // The labels of the options chosen in the form's <select> (the deploy form's servers).
+  function selectedLabels(form) {
+    var select = form.querySelector("select");
+    if (!select) return [];
+    return Array.prototype.map.call(select.selectedOptions, function (o) { return o.label.trim(); });
+  }
+
   // <form data-confirm="Deploy v3 to gpu-1?">: ask before a state-changing POST.
+  // "{selected}" in the question names what the form's select has chosen, so the person
+  // confirms the servers they picked; with none chosen the server would refuse, so say so
+  // here and do not send.
   document.addEventListener("submit", function (event) {
     var form = event.target;
     var question = form.getAttribute("data-confirm");
-    if (question && !window.confirm(question)) event.preventDefault();
+    if (!question) return;
+    if (question.indexOf("{selected}") !== -1) {
+      var chosen = selectedLabels(form);
+      if (!chosen.length) {
+        event.preventDefault();
+        window.alert("No server chosen: choose at least one server.");
+        return;
+      }
+      question = question.split("{selected}").join(chosen.join(", "));
+    }
+    if (!window.confirm(question)) event.preventDefault();
   }, true);
 
   // <div data-refresh-url="…" data-refresh-every="2">: poll an HTML fragment and swap it

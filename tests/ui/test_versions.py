@@ -1,5 +1,5 @@
 """The version page, its comparison, its artifact download, and deploy / undeploy /
-accuracy run from the UI: who may do what, that writes go through the services and are
+accuracy run (and its progress) / promote from the UI: who may do what, that writes go through the services and are
 audited as the UI's, and that refusals say what was wrong and write nothing."""
 
 import html
@@ -12,8 +12,8 @@ from modelhub.audit.actors import Actor
 from modelhub.audit.models import AuditEvent, Source
 from modelhub.monitoring import accuracy_tasks
 from modelhub.monitoring.models import CheckKind, CheckResult, Status
-from modelhub.registry.models import EvaluationSet, ModelVersion
-from modelhub.registry.services import register_upload
+from modelhub.registry.models import Alias, AliasMove, EvaluationSet, ModelVersion
+from modelhub.registry.services import move_alias, register_upload
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 
@@ -259,6 +259,181 @@ def test_operator_cannot_run_accuracy(client_as, version, queued):
     Deployment.objects.create(version=version, server=server("srv"), observed=ObservedState.LOADED)
     assert client_as("operator").post(page_url(version, "ui:version-accuracy")).status_code == 403
     assert queued == []
+
+
+# --- accuracy run progress ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_asked(client_as, version, queued, django_capture_on_commit_callbacks):
+    """An accuracy run of `version` asked for by an admin through the page (the real view
+    writes the audit row); the task is not run, results are written by the tests."""
+    evaluation_set(version)
+    Deployment.objects.create(
+        version=version, server=server("srv"), desired=DesiredState.LOADED, observed=ObservedState.LOADED
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        client_as("admin").post(page_url(version, "ui:version-accuracy"))
+    return ui_events("accuracy.run").get()
+
+
+def status_of(client, version) -> str:
+    response = client.get(page_url(version, "ui:version-accuracy-status"))
+    assert response.status_code == 200
+    return html.unescape(response.content.decode())
+
+
+def accuracy_result(version, at, **fields) -> CheckResult:
+    fields = {"status": Status.OK, "value": 0.93, "details": {"metric": "accuracy", "threshold": 0.9}, **fields}
+    return CheckResult.objects.create(kind=CheckKind.ACCURACY, version=version, created_at=at, **fields)
+
+
+def test_a_queued_accuracy_run_is_polled_until_its_result(client_as, version, run_asked):
+    # A result older than the request is not its outcome.
+    accuracy_result(version, run_asked.created_at - timezone.timedelta(hours=1), value=0.5)
+    viewer = client_as("viewer")
+
+    page = viewer.get(page_url(version)).content.decode()
+    status_url = page_url(version, "ui:version-accuracy-status")
+    assert f'data-testid="accuracy-progress" data-refresh-url="{status_url}" data-refresh-every="2"' in page
+    fragment = status_of(viewer, version)
+    queued_at = run_asked.created_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"queued at {queued_at} on srv, waiting for the result…" in fragment
+    assert "data-final" not in fragment
+
+
+def test_a_finished_run_shows_its_status_value_threshold_and_message(client_as, version, run_asked):
+    accuracy_result(version, run_asked.created_at + timezone.timedelta(seconds=3), message="0.9300 (threshold 0.9)")
+
+    fragment = status_of(client_as("viewer"), version)
+
+    assert "data-final" in fragment and "waiting" not in fragment
+    assert 'data-state="ok"' in fragment
+    assert '<span data-testid="accuracy-value">0.9300</span>' in fragment
+    assert "threshold 0.9 (at least)" in fragment
+    assert "0.9300 (threshold 0.9)" in fragment
+    # The page renders the outcome already final, so it does not poll.
+    assert 'data-testid="accuracy-outcome"' in client_as("viewer").get(page_url(version)).content.decode()
+
+
+def test_a_failed_run_shows_tritons_error(client_as, version, run_asked):
+    error = "[StatusCode.INTERNAL] failed to infer: input 'INPUT' got shape [3, 4], expected [-1, 1]"
+    accuracy_result(
+        version, run_asked.created_at + timezone.timedelta(seconds=3), status=Status.FAIL, value=None, message=error
+    )
+
+    fragment = status_of(client_as("viewer"), version)
+
+    assert "data-final" in fragment and 'data-state="fail"' in fragment
+    assert f'<div class="triton-error" data-testid="accuracy-message">{error}</div>' in fragment
+    assert '<span data-testid="accuracy-value">no value</span>' in fragment
+
+
+def test_a_run_past_the_queues_hard_time_limit_stops_waiting(client_as, version, run_asked, settings):
+    settings.TASK_TIME_LIMITS_BY_QUEUE = {**settings.TASK_TIME_LIMITS_BY_QUEUE, "accuracy": (50, 60)}
+    viewer = client_as("viewer")
+    AuditEvent.objects.filter(pk=run_asked.pk).update(created_at=timezone.now() - timezone.timedelta(seconds=55))
+    assert "data-final" not in status_of(viewer, version)
+
+    AuditEvent.objects.filter(pk=run_asked.pk).update(created_at=timezone.now() - timezone.timedelta(seconds=61))
+    fragment = status_of(viewer, version)
+
+    assert "data-final" in fragment
+    assert "no result after 60 s: see the worker log" in fragment
+
+
+def test_without_a_run_the_page_has_no_progress_panel_and_the_fragment_is_final(client_as, version):
+    assert 'data-testid="accuracy-progress"' not in client_as("viewer").get(page_url(version)).content.decode()
+    fragment = status_of(client_as("viewer"), version)
+    assert "data-final" in fragment and "No accuracy run has been asked for" in fragment
+
+
+def test_accuracy_status_anonymous_goes_to_login_no_role_is_refused(client_as, client, version):
+    url = page_url(version, "ui:version-accuracy-status")
+    assert client.get(url)["Location"].startswith(reverse("ui:login"))
+    refused = client_as(None).get(url)
+    assert refused.status_code == 403 and "does not allow 'read'" in html.unescape(refused.content.decode())
+    assert client_as("viewer").get(reverse("ui:version-accuracy-status", args=["digits", 99])).status_code == 404
+
+
+def test_accuracy_status_queries_do_not_grow_with_results(client_as, version, run_asked):
+    viewer = client_as("viewer")
+    url = page_url(version, "ui:version-accuracy-status")
+    few = queries_for(viewer, url)
+    for n in range(1, 12):
+        accuracy_result(version, run_asked.created_at + timezone.timedelta(seconds=n), server=server(f"s{n}"))
+    assert queries_for(viewer, url) == few <= 8  # session, person, roles, then version, run, result
+
+
+# --- promote from the version page ---------------------------------------------------------------
+
+
+@pytest.fixture
+def production_on_v1(upload):
+    """digits v1 (production points at it) and v2."""
+    v1, v2 = upload(2), upload(3)
+    move_alias(v1.model, "production", v1, Actor(source=Source.CLI))
+    return v1, v2
+
+
+def promote_from(client, version, **fields):
+    data = {"alias": "production", "version": str(version.number), "next": page_url(version), **fields}
+    return client.post(reverse("ui:alias-promote", args=[version.model.name]), data)
+
+
+def test_operator_promotes_from_the_version_page_and_lands_back_on_it(client_as, production_on_v1):
+    v1, v2 = production_on_v1
+
+    response = promote_from(client_as("operator"), v2)
+
+    assert response["Location"] == page_url(v2)
+    assert messages_of(response) == ["digits@production now points at v2 (was v1)"]
+    assert Alias.objects.get(name="production").version == v2
+    assert AliasMove.objects.filter(alias="production", from_version=v1, to_version=v2).count() == 1
+    event = ui_events("alias.move").get()
+    assert event.details["to_version"] == 2 and event.actor == "user:operator-person"
+    # Each page's alias rows say which alias points at that version already.
+    assert 'data-testid="alias-here-production"' in client_as("viewer").get(page_url(v2)).content.decode()
+    assert 'data-testid="alias-here-production"' not in client_as("viewer").get(page_url(v1)).content.decode()
+
+
+def test_a_gated_promotion_from_the_version_page_is_refused_with_the_failed_gate(client_as, production_on_v1):
+    v1, v2 = production_on_v1
+
+    response = promote_from(client_as("operator"), v2, gate="on")
+
+    assert response["Location"] == page_url(v2)
+    [message] = messages_of(response)
+    assert message.startswith("digits v2 was not promoted: gate 'loaded' failed: digits v2 is not loaded")
+    assert Alias.objects.get(name="production").version == v1
+    assert AliasMove.objects.count() == 1 and not ui_events("alias.move").exists()
+
+
+def test_viewer_sees_the_alias_rows_but_no_promote_form(client_as, production_on_v1):
+    v1, v2 = production_on_v1
+    viewer = client_as("viewer").get(page_url(v2)).content.decode()
+    operator = client_as("operator").get(page_url(v2)).content.decode()
+
+    assert 'data-testid="alias-row-production"' in viewer
+    assert 'data-testid="version-promote-form"' not in viewer
+    assert 'data-testid="version-promote-form"' in operator
+    assert '<input type="hidden" name="version" value="2">' in operator
+    assert f'<input type="hidden" name="next" value="{page_url(v2)}">' in operator
+    assert '<option value="production" label="production (now v1)">' in operator
+
+
+def test_a_forged_viewer_promotion_is_refused_and_moves_nothing(client_as, production_on_v1):
+    v1, v2 = production_on_v1
+    assert promote_from(client_as("viewer"), v2).status_code == 403
+    assert Alias.objects.get(name="production").version == v1
+    assert AliasMove.objects.count() == 1 and not AuditEvent.objects.filter(source=Source.UI).exists()
+
+
+def test_the_deploy_confirmation_names_the_chosen_servers(client_as, version):
+    server("srv")
+    page = client_as("operator").get(page_url(version)).content.decode()
+    # modelhub.js replaces {selected} with the chosen options' labels (tests/browser runs it).
+    assert 'data-confirm="Deploy digits v1 to {selected}?"' in page
 
 
 # --- artifact ------------------------------------------------------------------------------------

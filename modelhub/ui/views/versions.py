@@ -1,23 +1,27 @@
 """A version's page, its comparison with another, its artifact, and the actions on it
-(deploy, undeploy, accuracy run). Writes go through the same service functions as the
-REST API, with the same rules and error texts."""
+(deploy, undeploy, accuracy run and its progress; promoting posts to the catalog's alias
+views). Writes go through the same service functions as the REST API, with the same rules
+and error texts."""
 
 import difflib
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
 from django.db.models import Prefetch
 from django.http import FileResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from modelhub.access.roles import Scope
 from modelhub.audit.log import record as audit
+from modelhub.audit.models import AuditEvent
 from modelhub.monitoring.accuracy_tasks import run_accuracy
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, EvaluationSet, ModelVersion, TensorSpec
@@ -63,6 +67,58 @@ def _loaded_deployments(version: ModelVersion):
 
 
 @dataclass
+class AccuracyRun:
+    """The latest accuracy run asked for from the UI (its `accuracy.run` audit row) and what
+    became of it: the version's newest accuracy result written after it, if any yet."""
+
+    queued: AuditEvent
+    result: CheckResult | None
+    waited_s: int
+    # The accuracy queue's hard time limit: past it, the worker killed the task (or never
+    # got it), so no result will come and the page must stop waiting.
+    limit_s: int
+
+    @property
+    def server(self) -> str:
+        return self.queued.details.get("server", "")
+
+    @property
+    def timed_out(self) -> bool:
+        return self.result is None and self.waited_s > self.limit_s
+
+    @property
+    def final(self) -> bool:
+        return self.result is not None or self.timed_out
+
+
+def latest_accuracy_run(version: ModelVersion) -> AccuracyRun | None:
+    """The version's latest UI accuracy run (None if there was none), in two queries."""
+    queued = (
+        AuditEvent.objects.filter(
+            action="accuracy.run", object_type=ModelVersion._meta.label_lower, object_id=str(version.pk)
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if queued is None:
+        return None
+    result = (
+        CheckResult.objects.filter(kind=CheckKind.ACCURACY, version=version, created_at__gt=queued.created_at)
+        .select_related("server")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    waited = timezone.now() - queued.created_at
+    _, hard_limit = settings.TASK_TIME_LIMITS_BY_QUEUE["accuracy"]
+    return AccuracyRun(queued, result, int(waited.total_seconds()), hard_limit)
+
+
+def _model_aliases(version: ModelVersion) -> list[Alias]:
+    """All aliases of the version's model, with the version each points at (the promote form's choices)."""
+    return list(Alias.objects.filter(model_id=version.model_id).select_related("version").order_by("name"))
+
+
+@dataclass
 class ServerChoice:
     server: InferenceServer
     refusal: str  # why it cannot serve the version ("" when it can)
@@ -91,12 +147,22 @@ def version_detail(request, name: str, number: int):
         .select_related("server")
         .order_by("-created_at", "-id")[:ACCURACY_ROWS],
         "can_run_accuracy": evaluation_set is not None and _loaded_deployments(version).exists(),
+        "accuracy_run": latest_accuracy_run(version),
+        "model_aliases": _model_aliases(version),
         "other_versions": _other_numbers(version),
         "metadata_json": json.dumps(version.metadata, indent=2, sort_keys=True) if version.metadata else "",
         "ci_run_link": version.ci_run_url.startswith(("http://", "https://")),
         "chart_target": f"version:{version.pk}",
     }
     return render(request, "ui/versions/detail.html", context)
+
+
+@require_scope(Scope.READ)
+def version_accuracy_status(request, name: str, number: int):
+    """The accuracy panel's fragment, polled by the page until it carries data-final."""
+    version = get_object_or_404(ModelVersion.objects.select_related("model"), model__name=name, number=number)
+    context = {"version": version, "run": latest_accuracy_run(version)}
+    return render(request, "ui/versions/accuracy_status.html", context)
 
 
 # --- comparison ------------------------------------------------------------------------
