@@ -30,7 +30,7 @@ class AlertRuleAdmin(ServiceAdmin):
         return create_rule(self.actor(request), **self._fields(form, RULE_FIELDS))
 
     def update(self, request, obj, form):
-        update_rule(obj, self.actor(request), **self._fields(form, set(form.changed_data) & RULE_FIELDS))
+        update_rule(obj, self.actor(request), **self._fields(form, set(form.changed_data) & set(RULE_FIELDS)))
 
     def save_related(self, request, form, formsets, change):
         pass  # the groups were set by the service, with the rule's audit row

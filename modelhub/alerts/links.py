@@ -14,18 +14,19 @@ def absolute(path: str) -> str:
     return settings.MODELHUB_BASE_URL.rstrip("/") + path
 
 
-def target_path(alert: Alert) -> str | None:
-    """The page of what broke: the deployment, the version, the server or the model;
-    None when the target is gone (a deleted deployment keeps its alert)."""
-    if alert.deployment_id:
-        return reverse("ui:deployment-detail", kwargs={"pk": alert.deployment_id})
-    if alert.version_id:
-        version = alert.version
+def target_path(row) -> str | None:
+    """The page of what broke or was checked (an Alert or a CheckResult): the deployment,
+    the version, the server or the model; None when the target is gone (a deleted
+    deployment keeps its alert)."""
+    if row.deployment_id:
+        return reverse("ui:deployment-detail", kwargs={"pk": row.deployment_id})
+    if row.version_id:
+        version = row.version
         return reverse("ui:version-detail", kwargs={"name": version.model.name, "number": version.number})
-    if alert.server_id:
-        return reverse("ui:server-detail", kwargs={"name": alert.server.name})
-    if alert.model_id:
-        return reverse("ui:model-detail", kwargs={"name": alert.model.name})
+    if row.server_id:
+        return reverse("ui:server-detail", kwargs={"name": row.server.name})
+    if getattr(row, "model_id", None):
+        return reverse("ui:model-detail", kwargs={"name": row.model.name})
     return None
 
 

@@ -13,9 +13,9 @@ from modelhub.audit.log import record
 
 # What a rule write may set: its model's editable fields (not id or timestamps),
 # derived so that a new field needs no second list here.
-RULE_FIELDS = frozenset(
-    f.name for f in AlertRule._meta.get_fields() if f.concrete and f.editable and not f.auto_created
-)
+# A rule's writable fields, in the model's order: what the services, the API's
+# serializer, the UI's form and the admin accept.
+RULE_FIELDS = tuple(f.name for f in AlertRule._meta.get_fields() if f.concrete and f.editable and not f.auto_created)
 
 
 def _locked(alert: Alert) -> Alert:
@@ -58,7 +58,7 @@ def unsilence(alert: Alert, actor: Actor) -> Alert:
 
 
 def create_rule(actor: Actor, *, groups=(), **fields) -> AlertRule:
-    unknown = set(fields) - RULE_FIELDS
+    unknown = set(fields) - set(RULE_FIELDS)
     if unknown:
         raise ValidationError({name: "unknown field" for name in sorted(unknown)})
     rule = AlertRule(**fields)
@@ -71,7 +71,7 @@ def create_rule(actor: Actor, *, groups=(), **fields) -> AlertRule:
 
 
 def update_rule(rule: AlertRule, actor: Actor, **changes) -> AlertRule:
-    unknown = set(changes) - RULE_FIELDS
+    unknown = set(changes) - set(RULE_FIELDS)
     if unknown:
         raise ValidationError({name: "unknown field" for name in sorted(unknown)})
     groups = changes.pop("groups", None)

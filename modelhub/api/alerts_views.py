@@ -28,7 +28,15 @@ from modelhub.alerts.models import (
     Scope,
     Severity,
 )
-from modelhub.alerts.services import acknowledge, create_rule, delete_rule, silence, unsilence, update_rule
+from modelhub.alerts.services import (
+    RULE_FIELDS,
+    acknowledge,
+    create_rule,
+    delete_rule,
+    silence,
+    unsilence,
+    update_rule,
+)
 from modelhub.api.fields import Name
 from modelhub.api.filters import BooleanFilter, ChoiceFilter
 from modelhub.api.models import Scope as ApiScope
@@ -169,28 +177,7 @@ class AlertRuleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AlertRule
-        fields = [
-            "id",
-            "url",
-            "name",
-            "signal",
-            "series",
-            "scope",
-            "model",
-            "server",
-            "comparison",
-            "threshold",
-            "for_seconds",
-            "severity",
-            "notify_owners",
-            "emails",
-            "groups",
-            "min_interval_s",
-            "reminder_interval_s",
-            "enabled",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", "url", *RULE_FIELDS, "created_at", "updated_at"]
         read_only_fields = ["id", "url", "created_at", "updated_at"]
 
 

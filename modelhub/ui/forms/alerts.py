@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from modelhub.alerts.models import AlertRule, AlertState, Severity
+from modelhub.alerts.services import RULE_FIELDS
 from modelhub.api.alerts_views import MAX_SILENCE
 from modelhub.registry.models import Model
 from modelhub.serving.models import InferenceServer
@@ -127,24 +128,7 @@ class AlertRuleForm(forms.ModelForm):
 
     class Meta:
         model = AlertRule
-        fields = [
-            "name",
-            "signal",
-            "series",
-            "scope",
-            "model",
-            "server",
-            "comparison",
-            "threshold",
-            "for_seconds",
-            "severity",
-            "notify_owners",
-            "emails",
-            "groups",
-            "min_interval_s",
-            "reminder_interval_s",
-            "enabled",
-        ]
+        fields = list(RULE_FIELDS)  # the fields the rule services take, in the model's order
 
     def service_fields(self) -> dict:
         """The cleaned fields as `alerts.services.create_rule / update_rule` take them."""

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
 from modelhub.access.roles import Scope
+from modelhub.alerts.links import target_path
 from modelhub.monitoring.models import CheckResult, Status
 from modelhub.monitoring.run_now import CannotCheck, check_deployment_now, check_server_now
 from modelhub.monitoring.schedules import every_seconds, update_schedule
@@ -106,14 +107,7 @@ def _page_link(request, **cursor: Cursor) -> str:
 
 def target_url(result: CheckResult) -> str | None:
     """The page of what was checked: the deployment, else the version, else the server."""
-    if result.deployment_id:
-        return reverse("ui:deployment-detail", kwargs={"pk": result.deployment_id})
-    if result.version_id:
-        version = result.version
-        return reverse("ui:version-detail", kwargs={"name": version.model.name, "number": version.number})
-    if result.server_id:
-        return reverse("ui:server-detail", kwargs={"name": result.server.name})
-    return None
+    return target_path(result)
 
 
 def _results():
