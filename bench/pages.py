@@ -103,7 +103,8 @@ def seed_alerts(count: int) -> None:
 
     ensure_default_rules()
     rule = AlertRule.objects.filter(signal="server_down").first()
-    servers = list(InferenceServer.objects.all()[:count])
+    alerted = Alert.objects.filter(rule=rule).values("server_id")
+    servers = list(InferenceServer.objects.exclude(pk__in=alerted).order_by("name")[: count - alerted.count()])
     Alert.objects.bulk_create(
         [
             Alert(
