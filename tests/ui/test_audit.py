@@ -105,8 +105,9 @@ def test_filters_narrow_the_log(client_as, query, expected):
             "source: Select a valid choice. carrier-pigeon is not one of the available choices.",
         ),
         ({"since": "2026-03-02T00:00", "until": "2026-03-01T00:00"}, "until: must be after since"),
-        ({"after": "12~3"}, "after: is not a cursor this page gave out"),
-        ({"after": "2026-02-30T00:00:00+00:00~3"}, "after: is not a cursor this page gave out"),
+        ({"before": "12~3"}, "is not a page of this list: open the first page"),
+        ({"after": "2026-02-30T00:00:00Z_3"}, "is not a page of this list: open the first page"),
+        ({"before": "2026-02-01T00:00:00Z_3", "after": "2026-02-01T00:00:00Z_4"}, "give before or after, not both"),
     ],
 )
 def test_a_bad_filter_says_which_and_why_instead_of_a_500(client_as, query, message):

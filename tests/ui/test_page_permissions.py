@@ -64,6 +64,7 @@ EXPECTED: dict[str, Page] = {
     "version-deploy": Page("deploy", "post", "version"),
     "version-undeploy": Page("deploy", "post", "version"),
     "version-accuracy": Page("upload", "post", "version"),
+    "version-accuracy-status": Page("read", args="version"),
     "deployment-detail": Page("read", args="deployment"),
     "deployment-status": Page("read", args="deployment"),
     "server-list": Page("read"),

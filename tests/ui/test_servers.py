@@ -217,7 +217,7 @@ def test_health_history_pages_by_cursor_without_repeating_rows(client_as):
     client = client_as("viewer")
 
     first = client.get(detail_url("gpu-a"))
-    older = first.context["health"].older_query
+    older = first.context["health"].older
     second = client.get(detail_url("gpu-a") + "?" + older).content.decode()
 
     first_html = first.content.decode()

@@ -1,47 +1,9 @@
-"""The audit log's filters and its cursor.
-
-The log only grows, so it pages by keyset on (created_at, id), newest first: no COUNT,
-and a page deep in the log costs what the first one does. A cursor is the
-(created_at, id) of the row a page stops at, written `<ISO date-time>~<id>`.
-"""
-
-import re
-from datetime import datetime
+"""The audit log's filters (its pages: modelhub/ui/paging.py)."""
 
 from django import forms
-from django.db.models import Q, QuerySet
-from django.utils.dateparse import parse_datetime
+from django.db.models import QuerySet
 
 from modelhub.audit.models import Source
-
-CURSOR = re.compile(r"(?P<at>[0-9T:.+\- ]{19,40})~(?P<id>[0-9]{1,19})")
-
-
-def make_cursor(event) -> str:
-    return f"{event.created_at.isoformat()}~{event.pk}"
-
-
-def parse_cursor(value: str) -> tuple[datetime, int] | None:
-    """(created_at, id) from a cursor this page gave out; None if it is not one."""
-    match = CURSOR.fullmatch(value)
-    try:
-        at = parse_datetime(match["at"]) if match else None
-    except ValueError:  # well-formed, but no such date
-        at = None
-    if at is None or at.tzinfo is None:
-        return None
-    return at, int(match["id"])
-
-
-class CursorField(forms.CharField):
-    def clean(self, value):
-        value = super().clean(value)
-        if not value:
-            return None
-        position = parse_cursor(value)
-        if position is None:
-            raise forms.ValidationError("is not a cursor this page gave out: follow the Older and Newer links")
-        return position
 
 
 def _hinted(hint: str) -> forms.TextInput:
@@ -59,17 +21,12 @@ class AuditFilterForm(forms.Form):
     source = forms.ChoiceField(choices=[("", "any"), *Source.choices], required=False)
     since = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
     until = forms.DateTimeField(required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}))
-    # Where a page starts: after (older than) or before (newer than) a row.
-    after = CursorField(required=False, widget=forms.HiddenInput)
-    before = CursorField(required=False, widget=forms.HiddenInput)
 
     def clean(self):
         data = super().clean()
         since, until = data.get("since"), data.get("until")
         if since and until and since >= until:
             self.add_error("until", "must be after since")
-        if data.get("after") and data.get("before"):
-            raise forms.ValidationError("give one of after and before, not both")
         return data
 
     def filter(self, events: QuerySet) -> QuerySet:
@@ -87,13 +44,3 @@ class AuditFilterForm(forms.Form):
         if data["until"]:
             events = events.filter(created_at__lt=data["until"])
         return events
-
-
-def older_than(events: QuerySet, position: tuple[datetime, int]) -> QuerySet:
-    at, pk = position
-    return events.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=pk))
-
-
-def newer_than(events: QuerySet, position: tuple[datetime, int]) -> QuerySet:
-    at, pk = position
-    return events.filter(Q(created_at__gt=at) | Q(created_at=at, pk__gt=pk))

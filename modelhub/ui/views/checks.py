@@ -1,12 +1,9 @@
 """Checks: the results' history, one result, "run now", and beat's schedules."""
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -22,87 +19,14 @@ from modelhub.monitoring.schedules import every_seconds, update_schedule
 from modelhub.serving.models import Deployment, InferenceServer
 from modelhub.ui.access import can, require_scope, ui_actor
 from modelhub.ui.forms.checks import CheckFilterForm, RunNowForm, ScheduleForm
+from modelhub.ui.paging import BadCursor, keyset_page
 
 PAGE_ROWS = 50
 # The servers offered by the checks page's "run now" form: a select stays usable up to this.
 RUN_NOW_SERVERS = 200
 
 
-# --- history: keyset pages over (created_at, id) ------------------------------------------
-
-
-class BadCursor(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """A row's place in the newest-first order: its time, then its id (times may be equal)."""
-
-    created_at: datetime
-    id: int
-
-    def __str__(self) -> str:
-        # UTC with a "Z": no "+" that a hand-edited query string would turn into a space.
-        return f"{self.created_at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}_{self.id}"
-
-    @classmethod
-    def of(cls, row: CheckResult) -> "Cursor":
-        return cls(row.created_at, row.pk)
-
-    @classmethod
-    def parse(cls, text: str) -> "Cursor":
-        moment, _, pk = text.rpartition("_")
-        try:
-            created_at, row_id = datetime.fromisoformat(moment), int(pk)
-        except ValueError:
-            raise BadCursor(f"{text!r} is not a page of this list: open the first page") from None
-        if created_at.tzinfo is None:
-            raise BadCursor(f"{text!r} is not a page of this list: open the first page")
-        return cls(created_at, row_id)
-
-    def older(self) -> Q:
-        return Q(created_at__lt=self.created_at) | Q(created_at=self.created_at, id__lt=self.id)
-
-    def newer(self) -> Q:
-        return Q(created_at__gt=self.created_at) | Q(created_at=self.created_at, id__gt=self.id)
-
-
-@dataclass
-class KeysetPage:
-    rows: list
-    older: Cursor | None  # where the next older page starts, if there is one
-    newer: Cursor | None
-
-
-def keyset_page(queryset, before: Cursor | None, after: Cursor | None, size: int = PAGE_ROWS) -> KeysetPage:
-    """One page, newest first, from one indexed query: no COUNT, no OFFSET over a table this big."""
-    if after is not None:
-        rows = list(queryset.filter(after.newer()).order_by("created_at", "id")[: size + 1])
-        has_newer, rows = len(rows) > size, rows[:size][::-1]
-        # The row the cursor came from is older than all of these.
-        return KeysetPage(rows, Cursor.of(rows[-1]) if rows else None, Cursor.of(rows[0]) if has_newer else None)
-    if before is not None:
-        queryset = queryset.filter(before.older())
-    rows = list(queryset.order_by("-created_at", "-id")[: size + 1])
-    has_older, rows = len(rows) > size, rows[:size]
-    newer = Cursor.of(rows[0]) if before is not None and rows else None
-    return KeysetPage(rows, Cursor.of(rows[-1]) if has_older else None, newer)
-
-
-def _cursors(params) -> tuple[Cursor | None, Cursor | None]:
-    before, after = params.get("before"), params.get("after")
-    if before and after:
-        raise BadCursor("give before or after, not both")
-    return (Cursor.parse(before) if before else None, Cursor.parse(after) if after else None)
-
-
-def _page_link(request, **cursor: Cursor) -> str:
-    params = request.GET.copy()
-    for name in ("before", "after"):
-        params.pop(name, None)
-    params.update({name: str(value) for name, value in cursor.items()})
-    return f"?{params.urlencode()}"
+# --- history ------------------------------------------------------------------------------
 
 
 def target_url(result: CheckResult) -> str | None:
@@ -125,22 +49,21 @@ def check_list(request):
     """Results newest first, filtered; a bad filter or cursor is said on the page, with no rows."""
     filters = CheckFilterForm(request.GET)
     page, problem = None, None
-    try:
-        before, after = _cursors(request.GET)
-    except BadCursor as exc:
-        before = after = None
-        problem = str(exc)
-    if problem is None and filters.is_valid():
-        page = keyset_page(filters.filter(_results()), before, after)
+    if filters.is_valid():
+        try:
+            page = keyset_page(request, filters.filter(_results()), size=PAGE_ROWS)
+        except BadCursor as exc:
+            problem = str(exc)
+    if page is not None:
         for row in page.rows:
             row.target_url = target_url(row)
     context = {
         "filters": filters,
         "page": page,
         "problem": problem,
-        "older_url": _page_link(request, before=page.older) if page and page.older else None,
-        "newer_url": _page_link(request, after=page.newer) if page and page.newer else None,
-        "first_url": _page_link(request) if request.GET.get("before") or request.GET.get("after") else None,
+        "older_url": f"?{page.older}" if page and page.older else None,
+        "newer_url": f"?{page.newer}" if page and page.newer else None,
+        "first_url": f"?{page.newest}" if page and not page.is_first else None,
         "servers": _run_now_servers(request),
     }
     return render(request, "ui/checks/list.html", context, status=200 if page is not None else 400)

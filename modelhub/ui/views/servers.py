@@ -8,12 +8,11 @@ What Triton serves is asked in a fragment the page loads after it renders
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -25,6 +24,7 @@ from modelhub.serving.services import create_server, delete_server, update_serve
 from modelhub.serving.triton_client import TritonClient, TritonError
 from modelhub.ui.access import require_scope, ui_actor
 from modelhub.ui.forms.servers import ServerForm, hide_credentials
+from modelhub.ui.paging import keyset_page
 
 SERVERS_PER_PAGE = 50
 DEPLOYMENTS_PER_PAGE = 50
@@ -77,50 +77,6 @@ def server_list(request):
 # --- one server -----------------------------------------------------------------
 
 
-@dataclass
-class CursorPage:
-    """A page of an append-only table, newest first, and the query string of the next older page."""
-
-    rows: list
-    older_query: str | None
-    is_first: bool
-    newest_query: str
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _cursor_of(row: CheckResult) -> str:
-    # Whole microseconds and the id: exact, and safe in a URL as it is.
-    return f"{(row.created_at - _EPOCH) // timedelta(microseconds=1)}-{row.pk}"
-
-
-def _parse_cursor(text: str | None) -> tuple[datetime, int] | None:
-    try:
-        micros, pk = (int(part) for part in (text or "").split("-"))
-        return _EPOCH + timedelta(microseconds=micros), pk
-    except (ValueError, OverflowError):
-        return None  # absent or tampered with: the newest page
-
-
-def cursor_page(request, queryset: QuerySet, param: str, size: int = RESULTS_PER_PAGE) -> CursorPage:
-    """Rows older than the cursor in `request.GET[param]`: no COUNT over a table that only grows."""
-    cursor = _parse_cursor(request.GET.get(param))
-    if cursor:
-        at, pk = cursor
-        queryset = queryset.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=pk))
-    rows = list(queryset.order_by("-created_at", "-id")[: size + 1])
-    query = request.GET.copy()
-    query.pop(param, None)
-    newest = query.urlencode()
-    older = None
-    if len(rows) > size:
-        rows = rows[:size]
-        query[param] = _cursor_of(rows[-1])
-        older = query.urlencode()
-    return CursorPage(rows, older, cursor is None, newest)
-
-
 def _server_results(server: InferenceServer, kind: str) -> QuerySet:
     return CheckResult.objects.filter(kind=kind, server=server)
 
@@ -139,10 +95,17 @@ def server_detail(request, name: str):
         .order_by("version__model__name", "-version__number"),
         DEPLOYMENTS_PER_PAGE,
     ).get_page(request.GET.get("page"))
-    memory = cursor_page(
-        request, _server_results(server, CheckKind.MEMORY).select_related("version__model"), "memory_before"
+    # Two lists on one page, each with its own cursor; a tampered cursor shows that list's newest rows.
+    memory = keyset_page(
+        request,
+        _server_results(server, CheckKind.MEMORY).select_related("version__model"),
+        size=RESULTS_PER_PAGE,
+        prefix="memory_",
+        strict=False,
     )
-    health = cursor_page(request, _server_results(server, CheckKind.SERVER_HEALTH), "health_before")
+    health = keyset_page(
+        request, _server_results(server, CheckKind.SERVER_HEALTH), size=RESULTS_PER_PAGE, prefix="health_", strict=False
+    )
     for result in health.rows:
         result.message = hide_credentials(result.message)
     for deployment in deployments:
