@@ -226,6 +226,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_TASK_ROUTES = {
     "modelhub.serving.*": {"queue": "reconcile"},
     "modelhub.monitoring.accuracy_tasks.*": {"queue": "accuracy"},
+    "modelhub.monitoring.drift_tasks.*": {"queue": "accuracy"},  # long reads, like accuracy runs
     "modelhub.monitoring.*": {"queue": "checks"},
     "modelhub.alerts.*": {"queue": "notify"},
 }
@@ -253,6 +254,33 @@ TRITON_LOAD_TIMEOUT_S = _read("MODELHUB_TRITON_LOAD_TIMEOUT_S", env.float, 120.0
 MAX_LOAD_BYTES = _read("MODELHUB_MAX_LOAD_BYTES", env.int, 8 * 1024**3)
 # After a failed load, the reconciler waits this long before trying again.
 DEPLOY_RETRY_AFTER_S = _read("MODELHUB_DEPLOY_RETRY_AFTER_S", env.float, 300.0)
+
+# --- Inference gateway (modelhub.gateway: Triton's protocol in front of the servers) ---
+GATEWAY_PORT = _read("MODELHUB_GATEWAY_PORT", env.int, 8001)
+# "token": a Bearer API token with the infer scope; "open": anyone on the network may infer.
+GATEWAY_AUTH = _read("MODELHUB_GATEWAY_AUTH", env.str, "token")
+if GATEWAY_AUTH not in ("token", "open"):
+    raise ImproperlyConfigured(f"MODELHUB_GATEWAY_AUTH={GATEWAY_AUTH!r} must be 'token' or 'open'")
+# One upstream exchange (connect, send, Triton's whole answer); past it the client gets 504.
+GATEWAY_TIMEOUT_S = _read("MODELHUB_GATEWAY_TIMEOUT_S", env.float, 30.0)
+# How often the routing table and token cache are re-read (a change shows within this).
+GATEWAY_REFRESH_S = _read("MODELHUB_GATEWAY_REFRESH_S", env.float, 1.0)
+# The alias a model name without a version goes to.
+GATEWAY_ALIAS = _read("MODELHUB_GATEWAY_ALIAS", env.str, "production")
+# Sampling for drift monitoring: the share of requests kept (0 = off), the in-memory
+# buffer's bound (past it samples are dropped and counted) and the batch handed to the sink.
+GATEWAY_SAMPLE_RATE = _read("MODELHUB_GATEWAY_SAMPLE_RATE", env.float, 0.0)
+GATEWAY_SAMPLE_BUFFER = _read("MODELHUB_GATEWAY_SAMPLE_BUFFER", env.int, 10_000)
+GATEWAY_SAMPLE_BATCH = _read("MODELHUB_GATEWAY_SAMPLE_BATCH", env.int, 500)
+for _name, _value, _low, _high in (
+    ("MODELHUB_GATEWAY_TIMEOUT_S", GATEWAY_TIMEOUT_S, 0.01, None),
+    ("MODELHUB_GATEWAY_REFRESH_S", GATEWAY_REFRESH_S, 0.05, None),
+    ("MODELHUB_GATEWAY_SAMPLE_RATE", GATEWAY_SAMPLE_RATE, 0.0, 1.0),
+    ("MODELHUB_GATEWAY_SAMPLE_BUFFER", GATEWAY_SAMPLE_BUFFER, 1, None),
+    ("MODELHUB_GATEWAY_SAMPLE_BATCH", GATEWAY_SAMPLE_BATCH, 1, None),
+):
+    if _value < _low or (_high is not None and _value > _high):
+        raise ImproperlyConfigured(f"{_name}={_value} must be between {_low} and {_high or 'any'}")
 
 # --- Monitoring ---------------------------------------------------------------
 # How often each check pass runs (seconds). The schedules themselves live in the
@@ -338,7 +366,11 @@ RETENTION_DAYS_TRANSITIONS = _retention_days("MODELHUB_RETENTION_DAYS_TRANSITION
 RETENTION_DAYS_AUDIT = _retention_days("MODELHUB_RETENTION_DAYS_AUDIT")
 RETENTION_BATCH_SIZE = 1000
 # The task is not in a tasks.py module, where autodiscovery would find it.
-CELERY_IMPORTS = ["modelhub.serving.retention", "modelhub.monitoring.accuracy_tasks"]
+CELERY_IMPORTS = [
+    "modelhub.serving.retention",
+    "modelhub.monitoring.accuracy_tasks",
+    "modelhub.monitoring.drift_tasks",
+]
 # Scheduled hourly (the expire-old-rows PeriodicTask, modelhub/monitoring/schedules.py).
 
 # --- Time series ------------------------------------------------------------
@@ -349,6 +381,12 @@ MONITORING_RAW_RETENTION_HOURS = _read("MODELHUB_MONITORING_RAW_RETENTION_HOURS"
 MONITORING_MINUTE_RETENTION_DAYS = _read("MODELHUB_MONITORING_MINUTE_RETENTION_DAYS", env.int, 14)
 MONITORING_HOUR_RETENTION_DAYS = _read("MODELHUB_MONITORING_HOUR_RETENTION_DAYS", env.int, 400)
 MONITORING_RESULT_RETENTION_DAYS = _read("MODELHUB_MONITORING_RESULT_RETENTION_DAYS", env.int, 30)
+# Sampled requests and prediction logs (drift, live accuracy): kept this long, then deleted.
+MONITORING_SAMPLE_RETENTION_DAYS = _read("MODELHUB_MONITORING_SAMPLE_RETENTION_DAYS", env.int, 7)
+# Drift is computed per window of this many seconds, per version with samples in it.
+DRIFT_WINDOW_S = _read("MODELHUB_DRIFT_WINDOW_S", env.int, 3600)
+# A feature drifted when its PSI is above this (the share of drifted features counts these).
+DRIFT_PSI_THRESHOLD = _read("MODELHUB_DRIFT_PSI_THRESHOLD", env.float, 0.2)
 # Raw points: two hours at least, since a chart reads the hour the roll-ups are filling from them.
 for _name, _value, _least in (
     ("MODELHUB_MONITORING_RAW_RETENTION_HOURS", MONITORING_RAW_RETENTION_HOURS, 2),

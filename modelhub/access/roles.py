@@ -4,9 +4,10 @@ The one place the REST API (tokens and sessions, `modelhub.api.permissions`), th
 operator UI (`modelhub.ui.access`) and the Django admin (`RoleAdminMixin`) read
 roles from. It sits below every app that has an admin, so each can use it.
 
-Scopes are read, upload, deploy and admin (upload and deploy imply read, admin
-implies all). A person holds the scopes of their role group: viewer = read,
-operator = read + deploy, admin = everything. A superuser is admin; a person in no
+Scopes are read, upload, deploy, infer and admin (upload and deploy imply read,
+admin implies all; infer, calling models through the inference gateway, implies
+nothing else). A person holds the scopes of their role group: viewer = read,
+operator = read + deploy + infer, admin = everything. A superuser is admin; a person in no
 role group, or inactive, holds nothing.
 """
 
@@ -17,6 +18,7 @@ class Scope(models.TextChoices):
     READ = "read", "read everything the token can see"
     UPLOAD = "upload", "register models and versions"
     DEPLOY = "deploy", "deploy, undeploy and move aliases"
+    INFER = "infer", "call models through the inference gateway"
     ADMIN = "admin", "everything, servers and deletes included"
 
 
@@ -25,16 +27,17 @@ SCOPE_IMPLIES = {
     Scope.READ: {Scope.READ},
     Scope.UPLOAD: {Scope.READ, Scope.UPLOAD},
     Scope.DEPLOY: {Scope.READ, Scope.DEPLOY},
-    Scope.ADMIN: {Scope.READ, Scope.UPLOAD, Scope.DEPLOY, Scope.ADMIN},
+    Scope.INFER: {Scope.INFER},
+    Scope.ADMIN: {Scope.READ, Scope.UPLOAD, Scope.DEPLOY, Scope.INFER, Scope.ADMIN},
 }
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     "viewer": frozenset({Scope.READ}),
-    "operator": frozenset({Scope.READ, Scope.DEPLOY}),
+    "operator": frozenset({Scope.READ, Scope.DEPLOY, Scope.INFER}),
     "admin": frozenset(Scope.values),
 }
 ROLES = tuple(ROLE_SCOPES)  # from least to most
-ROLES_SUMMARY = "roles: viewer=read, operator=read+deploy, admin=all"
+ROLES_SUMMARY = "roles: viewer=read, operator=read+deploy+infer, admin=all"
 
 
 def role_scopes(user, groups=None) -> frozenset[str]:

@@ -15,6 +15,23 @@ DEFAULT_RULES = [
         "comparison": "gt",
         "threshold": 0.01,
     },
+    # Drift: points of the drift pass (modelhub.monitoring.drift_tasks) on each version.
+    {
+        "name": "Input drift: PSI above 0.2",
+        "signal": "point",
+        "series": "drift_psi_max",
+        "severity": "warning",
+        "comparison": "gt",
+        "threshold": 0.2,
+    },
+    {
+        "name": "Output drift: JS above 0.1",
+        "signal": "point",
+        "series": "drift_js_outputs",
+        "severity": "warning",
+        "comparison": "gt",
+        "threshold": 0.1,
+    },
 ]
 
 

@@ -157,10 +157,19 @@ class AliasSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     model = serializers.CharField(source="model.name", read_only=True)
     version = serializers.IntegerField(source="version.number", read_only=True)
+    canary_version = serializers.IntegerField(
+        source="canary_version.number",
+        read_only=True,
+        allow_null=True,
+        help_text="The version a canary sends canary_weight percent of the traffic to; null: no canary",
+    )
+    canary_weight = serializers.IntegerField(
+        read_only=True, help_text="Percent of the alias's traffic the canary gets (0: no canary)"
+    )
 
     class Meta:
         model = Alias
-        fields = ["url", "model", "name", "version", "updated_at"]
+        fields = ["url", "model", "name", "version", "canary_version", "canary_weight", "updated_at"]
         read_only_fields = fields
 
     def get_url(self, obj: Alias) -> str:
@@ -175,6 +184,13 @@ class AliasPointSerializer(serializers.Serializer):
         "the model's latency SLO, accuracy no worse than the current version's minus the tolerance); "
         "otherwise 409 with the gates and their figures",
     )
+
+
+class CanarySerializer(serializers.Serializer):
+    version = StrictInteger(
+        min_value=1, max_value=2_147_483_647, help_text="The canary: another version of the same model"
+    )
+    weight = StrictInteger(min_value=1, max_value=99, help_text="Percent of the alias's traffic the canary gets")
 
 
 class AliasMoveSerializer(serializers.ModelSerializer):

@@ -2,7 +2,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from modelhub.api import alerts_views, evaluation_views, monitoring_views, run_now_views, views
+from modelhub.api import alerts_views, drift_views, evaluation_views, monitoring_views, run_now_views, views
 
 app_name = "api"
 
@@ -44,6 +44,21 @@ urlpatterns = [
         rf"^api/v1/models/(?P<model_name>{views.PATH_SEGMENT})/versions/(?P<number>{views.PATH_SEGMENT})/accuracy/$",
         evaluation_views.AccuracyViewSet.as_view({"get": "list", "post": "create"}),
         name="version-accuracy",
+    ),
+    re_path(
+        rf"^api/v1/models/(?P<model_name>{views.PATH_SEGMENT})/versions/(?P<number>{views.PATH_SEGMENT})/predictions/$",
+        drift_views.PredictionLogViewSet.as_view({"post": "create"}),
+        name="version-predictions",
+    ),
+    re_path(
+        rf"^api/v1/models/(?P<model_name>{views.PATH_SEGMENT})/versions/(?P<number>{views.PATH_SEGMENT})/reference/$",
+        drift_views.ReferenceViewSet.as_view({"put": "update"}),
+        name="version-reference",
+    ),
+    re_path(
+        rf"^api/v1/models/(?P<model_name>{views.PATH_SEGMENT})/labels/$",
+        drift_views.LabelViewSet.as_view({"post": "create"}),
+        name="model-labels",
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

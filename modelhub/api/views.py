@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from modelhub.api import uploads
-from modelhub.api.errors import Invalid, error_body
+from modelhub.api.errors import Conflict, Invalid, error_body
 from modelhub.api.filters import (
     AliasMoveFilter,
     AuditFilter,
@@ -39,12 +39,13 @@ from modelhub.api.filters import (
 from modelhub.api.gates import GATE_REFUSAL_RESPONSE, gated_move
 from modelhub.api.models import Scope
 from modelhub.api.permissions import HasScope, allowed_model_ids, check_before_body, granted_scopes, request_token
-from modelhub.api.schema import ModelHubAutoSchema
+from modelhub.api.schema import ErrorSerializer, ModelHubAutoSchema
 from modelhub.api.serializers import (
     AliasMoveSerializer,
     AliasPointSerializer,
     AliasSerializer,
     AuditEventSerializer,
+    CanarySerializer,
     DeploymentDetailSerializer,
     DeploymentSerializer,
     DeployRequestSerializer,
@@ -60,7 +61,17 @@ from modelhub.api.serializers import (
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import AuditEvent, Source
 from modelhub.registry.models import Alias, AliasMove, Model, ModelVersion, TensorSpec
-from modelhub.registry.services import create_model, move_alias, register_upload, update_model
+from modelhub.registry.services import (
+    CanaryConflict,
+    abort_canary,
+    create_model,
+    move_alias,
+    promote_canary,
+    register_upload,
+    set_canary_weight,
+    start_canary,
+    update_model,
+)
 from modelhub.serving.models import Deployment, InferenceServer
 from modelhub.serving.services import (
     create_server,
@@ -460,6 +471,11 @@ class VersionViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveMod
 # --- aliases ----------------------------------------------------------------
 
 ALIAS_PARAM = _path_param("alias", ALIAS_NAME, "e.g. production, staging")
+CANARY_CONFLICT = OpenApiResponse(
+    ErrorSerializer,
+    description="The alias's canary state does not allow this: no canary running (promote, abort), or another "
+    "version's canary running (start: promote or abort it first)",
+)
 
 
 @extend_schema_view(
@@ -487,12 +503,18 @@ class AliasViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
     filterset_fields = ["name"]
     ordering_fields = ["name", "updated_at"]
     ordering = ["name"]
-    action_scopes = {"update": Scope.DEPLOY, "destroy": Scope.DEPLOY}
+    action_scopes = {
+        "update": Scope.DEPLOY,
+        "destroy": Scope.DEPLOY,
+        "canary": Scope.DEPLOY,
+        "canary_promote": Scope.DEPLOY,
+        "canary_abort": Scope.DEPLOY,
+    }
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Alias.objects.none()
-        return Alias.objects.select_related("model", "version").filter(model=self.get_parent_model())
+        return Alias.objects.select_related("model", "version", "canary_version").filter(model=self.get_parent_model())
 
     def update(self, request, *args, **kwargs):
         model = self.get_parent_model()
@@ -514,6 +536,57 @@ class AliasViewSet(ModelScopedMixin, mixins.ListModelMixin, mixins.RetrieveModel
         alias = self.get_object()
         move_alias(alias.model, alias.name, None, self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        summary="Start a weighted canary on this alias, or change the running canary's weight",
+        description="`weight` percent of the traffic for the model without a version goes to `version`, the rest "
+        "to the alias's own version. Sending the running canary's version changes its weight.",
+        parameters=[MODEL_PARAM, ALIAS_PARAM],
+        request=CanarySerializer,
+        responses={200: AliasSerializer, 409: CANARY_CONFLICT},
+    )
+    @action(detail=True, methods=["put"], url_path="canary")
+    def canary(self, request, *args, **kwargs):
+        alias = self.get_object()
+        serializer = CanarySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        number, weight = serializer.validated_data["version"], serializer.validated_data["weight"]
+        if alias.canary_version is not None and alias.canary_version.number == number:
+            return self._canary_answer(set_canary_weight, weight)
+        version = alias.model.versions.filter(number=number).first()
+        if version is None:
+            raise Invalid({"version": f"model {alias.model.name!r} has no version {number}"})
+        return self._canary_answer(start_canary, version, weight)
+
+    @extend_schema(
+        summary="Promote the canary: the alias moves to it (an alias move, as any) and the canary ends",
+        parameters=[MODEL_PARAM, ALIAS_PARAM],
+        request=None,
+        responses={200: AliasSerializer, 409: CANARY_CONFLICT},
+    )
+    @action(detail=True, methods=["post"], url_path="canary/promote")
+    def canary_promote(self, request, *args, **kwargs):
+        self.get_object()
+        return self._canary_answer(promote_canary)
+
+    @extend_schema(
+        summary="Abort the canary: all the alias's traffic goes back to its version",
+        parameters=[MODEL_PARAM, ALIAS_PARAM],
+        request=None,
+        responses={200: AliasSerializer, 409: CANARY_CONFLICT},
+    )
+    @action(detail=True, methods=["post"], url_path="canary/abort")
+    def canary_abort(self, request, *args, **kwargs):
+        self.get_object()
+        return self._canary_answer(abort_canary)
+
+    def _canary_answer(self, transition, *args) -> Response:
+        try:
+            alias = transition(self.get_parent_model(), self.kwargs["alias"], *args, actor=self.actor)
+        except CanaryConflict as conflict:
+            raise Conflict(str(conflict)) from None
+        fresh = self.get_queryset().get(pk=alias.pk)
+        return Response(self.render(AliasSerializer, fresh))
 
 
 @extend_schema_view(

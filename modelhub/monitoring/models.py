@@ -20,6 +20,7 @@ class CheckKind(models.TextChoices):
     METRICS = "metrics", "server metrics"
     ACCURACY = "accuracy", "accuracy"
     MEMORY = "memory", "memory around loads"
+    DRIFT = "drift", "input and output drift"
 
 
 class Status(models.TextChoices):
@@ -150,3 +151,71 @@ class StatsBaseline(models.Model):
 
     def __str__(self) -> str:
         return f"{self.triton_model} v{self.triton_version} on {self.server}"
+
+
+class SampleBlock(models.Model):
+    """Sampled requests (or uploaded prediction logs) of one version, written together.
+
+    Columnar: one row per written batch, each column a little-endian numpy array of
+    one value per sample (see modelhub.monitoring.sampling.Layout for the feature and
+    output columns a version has). The drift task reads a window's blocks in chunks
+    into arrays: no Python object per sample, and a million samples are ~100 rows.
+    """
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="sample_blocks")
+    first_time = models.DateTimeField()
+    last_time = models.DateTimeField()
+    count = models.PositiveIntegerField()
+    times = models.BinaryField(help_text="float64 Unix seconds, one per sample")
+    request_ids = models.JSONField(default=list, help_text="one per sample")
+    features = models.BinaryField(help_text="float32 [count, features], the layout's feature columns")
+    outputs = models.BinaryField(help_text="float64 [count, outputs], the layout's output columns")
+    source = models.CharField(max_length=10, default="gateway", help_text="gateway or api (uploaded logs)")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["version", "last_time"], name="sample_block_version_time"),
+            models.Index(fields=["created_at"], name="sample_block_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.count} samples of {self.version_id} from {self.first_time:%Y-%m-%d %H:%M:%S}"
+
+
+class PredictionLabel(models.Model):
+    """Ground truth posted late for a logged request id of a model (live accuracy)."""
+
+    model = models.ForeignKey("registry.Model", on_delete=models.CASCADE, related_name="+")
+    request_id = models.CharField(max_length=200)
+    label = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "request_id"], name="one_label_per_request")]
+        indexes = [models.Index(fields=["created_at"], name="prediction_label_created")]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.label}"
+
+
+class ReferenceProfile(models.Model):
+    """What a version's inputs and outputs look like when nothing drifted, computed once.
+
+    Per feature: inner bin edges (reference deciles), the reference share per bin and a
+    summary; a bounded reference sample for the KS test; per output class its share.
+    """
+
+    version = models.OneToOneField(ModelVersion, on_delete=models.CASCADE, related_name="reference_profile")
+    source = models.CharField(max_length=20, help_text="evaluation_set or upload")
+    rows = models.PositiveIntegerField()
+    feature_names = models.JSONField(default=list)
+    bin_edges = models.JSONField(default=list, help_text="per feature: the inner edges of its bins")
+    bin_shares = models.JSONField(default=list, help_text="per feature: the reference share of each bin")
+    summary = models.JSONField(default=dict, help_text="per feature: mean, std, min, max, nan_share")
+    sample = models.BinaryField(help_text="float32 [rows kept, features]: the KS test's reference")
+    class_shares = models.JSONField(default=dict, blank=True, help_text="output class -> share")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"reference of {self.version_id} ({self.source}, {self.rows} rows)"

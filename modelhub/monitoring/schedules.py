@@ -89,6 +89,18 @@ def default_schedules() -> list[DefaultSchedule]:
             "Evaluation sets through Triton for loaded versions whose last result is old or missing.",
         ),
         DefaultSchedule(
+            "drift",
+            "modelhub.monitoring.drift_tasks.drift_pass",
+            settings.DRIFT_WINDOW_S,
+            "Drift (PSI, KS, outputs' JS) and live accuracy of the last complete window's samples, per version.",
+        ),
+        DefaultSchedule(
+            "prune-samples",
+            "modelhub.monitoring.drift_tasks.prune_samples",
+            3600,
+            "Sampled requests and prediction logs past MODELHUB_MONITORING_SAMPLE_RETENTION_DAYS deleted.",
+        ),
+        DefaultSchedule(
             "roll-up-and-prune",
             "modelhub.monitoring.maintenance.roll_up_and_prune",
             60,

@@ -50,10 +50,12 @@ DEPLOYMENT_METRICS = (
     "compute_infer_ms",
     "compute_output_ms",
 )
+# Per-feature PSI goes under "drift_psi:<feature>" (accepted where its points exist).
+DRIFT_METRICS = ("drift_psi_max", "drift_ks_max", "drift_js_outputs", "drift_share", "live_accuracy")
 KNOWN_METRICS: dict[str, tuple[str, ...]] = {
     "server": SERVER_METRICS,
     "deployment": DEPLOYMENT_METRICS,
-    "version": tuple(EvaluationMetric.values),
+    "version": (*EvaluationMetric.values, *DRIFT_METRICS),
 }
 
 

@@ -155,11 +155,30 @@ class Alias(models.Model):
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="aliases")
     name = models.CharField(max_length=50, validators=[alias_name_validator])
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
+    # A weighted canary: `canary_weight` percent of the alias's traffic goes to `canary_version`,
+    # the rest to `version`. Changed only by registry.services (start/set/promote/abort_canary).
+    canary_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="canary_aliases"
+    )
+    canary_weight = models.PositiveSmallIntegerField(default=0, help_text="percent of the traffic the canary gets")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["model__name", "name"]
-        constraints = [models.UniqueConstraint(fields=["model", "name"], name="alias_unique_per_model")]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "name"], name="alias_unique_per_model"),
+            # No canary and no weight, or a canary on another version with a weight both versions share.
+            models.CheckConstraint(
+                condition=(Q(canary_version__isnull=True) & Q(canary_weight=0))
+                | (
+                    Q(canary_version__isnull=False)
+                    & Q(canary_weight__gte=1)
+                    & Q(canary_weight__lte=99)
+                    & ~Q(canary_version=models.F("version"))
+                ),
+                name="alias_canary_consistent",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model.name}@{self.name}"

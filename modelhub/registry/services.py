@@ -12,6 +12,7 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
 
@@ -271,7 +272,12 @@ def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Ac
             result.save()
         else:
             current.version = version
-            current.save(update_fields=["version", "updated_at"])
+            fields = ["version", "updated_at"]
+            if current.canary_version_id == version.pk:
+                # The canary became the alias's version: it gets all the traffic, so no canary is left.
+                current.canary_version, current.canary_weight = None, 0
+                fields += ["canary_version", "canary_weight"]
+            current.save(update_fields=fields)
             result = current
         AliasMove.objects.create(
             model=model, alias=alias, from_version=previous, to_version=version, moved_by=actor.label
@@ -286,6 +292,131 @@ def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Ac
             **audit,
         )
         return result
+
+
+# --- canaries -----------------------------------------------------------------------------------
+#
+# One function per transition, each locking the model row then the alias row (move_alias's
+# order) and writing its audit row in the same transaction. The gateway reads the result.
+
+
+class CanaryConflict(Exception):
+    """A canary transition the alias's state does not allow (none running, another one running)."""
+
+
+CANARY_WEIGHTS = range(1, 100)
+
+
+def _locked_alias(model: Model, alias: str) -> Alias:
+    Model.objects.select_for_update(no_key=True).get(pk=model.pk)
+    # of=self: the canary's outer join cannot be locked, and only the alias row needs to be.
+    found = Alias.objects.select_for_update(of=("self",)).select_related("version", "canary_version")
+    current = found.filter(model=model, name=alias).first()
+    if current is None:
+        raise Alias.DoesNotExist(f"model {model.name!r} has no alias {alias!r}")
+    return current
+
+
+def _check_weight(weight: int) -> None:
+    if weight not in CANARY_WEIGHTS:
+        raise ValidationError(
+            {
+                "weight": f"must be 1-99 (percent of the traffic the canary gets), not {weight}; "
+                "0 is an abort, 100 a promotion"
+            }
+        )
+
+
+def _running(current: Alias) -> Alias:
+    if current.canary_version is None:
+        raise CanaryConflict(f"{current} has no canary running")
+    return current
+
+
+def start_canary(model: Model, alias: str, version: ModelVersion, weight: int, actor: Actor) -> Alias:
+    """Send `weight` percent of `alias`'s traffic to `version`, the rest staying on the alias's version."""
+    _check_weight(weight)
+    if version.model_id != model.pk:
+        raise ValidationError({"version": f"version {version} does not belong to model {model.name}"})
+    with transaction.atomic():
+        current = _locked_alias(model, alias)
+        if current.version_id == version.pk:
+            raise ValidationError({"version": f"{current} already points at v{version.number}: pick another version"})
+        if current.canary_version is not None:
+            raise CanaryConflict(
+                f"{current} already has a canary running (v{current.canary_version.number} at "
+                f"{current.canary_weight} %): promote or abort it first"
+            )
+        current.canary_version, current.canary_weight = version, weight
+        current.save(update_fields=["canary_version", "canary_weight", "updated_at"])
+        record(
+            actor,
+            "alias.canary.start",
+            model,
+            alias=alias,
+            version=current.version.number,
+            canary_version=version.number,
+            weight=weight,
+        )
+        return current
+
+
+def set_canary_weight(model: Model, alias: str, weight: int, actor: Actor) -> Alias:
+    """Change the share of the running canary."""
+    _check_weight(weight)
+    with transaction.atomic():
+        current = _running(_locked_alias(model, alias))
+        previous = current.canary_weight
+        if previous == weight:
+            return current
+        current.canary_weight = weight
+        current.save(update_fields=["canary_weight", "updated_at"])
+        record(
+            actor,
+            "alias.canary.weight",
+            model,
+            alias=alias,
+            canary_version=current.canary_version.number,
+            from_weight=previous,
+            weight=weight,
+        )
+        return current
+
+
+def promote_canary(model: Model, alias: str, actor: Actor) -> Alias:
+    """Move the alias to its canary (an AliasMove, as any move) and end the canary, at once."""
+    with transaction.atomic():
+        current = _running(_locked_alias(model, alias))
+        canary, weight = current.canary_version, current.canary_weight
+        record(
+            actor,
+            "alias.canary.promote",
+            model,
+            alias=alias,
+            from_version=current.version.number,
+            to_version=canary.number,
+            weight=weight,
+        )
+        return move_alias(model, alias, canary, actor, canary_promoted_at_weight=weight)
+
+
+def abort_canary(model: Model, alias: str, actor: Actor) -> Alias:
+    """End the canary: all the alias's traffic goes back to its version."""
+    with transaction.atomic():
+        current = _running(_locked_alias(model, alias))
+        canary, weight = current.canary_version, current.canary_weight
+        current.canary_version, current.canary_weight = None, 0
+        current.save(update_fields=["canary_version", "canary_weight", "updated_at"])
+        record(
+            actor,
+            "alias.canary.abort",
+            model,
+            alias=alias,
+            version=current.version.number,
+            canary_version=canary.number,
+            weight=weight,
+        )
+        return current
 
 
 def create_model(actor: Actor, *, name: str, description: str = "", task_kind: str = TaskKind.OTHER) -> Model:
@@ -370,6 +501,9 @@ def delete_version_rows(version: ModelVersion, actor: Actor) -> None:
                 f"{version} is behind the alias{'es' if len(aliases) > 1 else ''} {', '.join(aliases)}: "
                 "move or drop the alias first"
             )
+        canaries = list(Alias.objects.filter(canary_version=version).order_by("name").values_list("name", flat=True))
+        if canaries:
+            raise InUse(f"{version} is the canary of {', '.join(canaries)}: promote or abort the canary first")
         record(actor, "version.delete", version, sha256=version.sha256, size=version.size)
         name = version.artifact.name
         version.delete()

@@ -13,10 +13,18 @@ Each chart is a name, the kind of target it draws, and a builder; the page inclu
     server_utilisation  server       CPU % and GPU %
     server_memory       server       host and GPU memory used and total (GiB)
     server_up           server       share of health checks that found the server up (%)
+    drift_heatmap       version      PSI per feature over time, a heatmap (the 30 features with the highest latest PSI)
+    drift_histogram     version      reference vs current share of each reference bin of one feature (bars);
+                                     query parameter `feature` (default: the feature with the highest latest PSI)
+    drift_summary       version      PSI max, JS distance of the outputs, share of drifted features (%, second y
+                                     axis), and the thresholds of the enabled drift alert rules as lines
+    live_accuracy       version      live accuracy (from late labels) beside the evaluation accuracy points
 
 Targets are written as in the UI: `deployment:<pk>`, `version:<pk>`, `model:<name>`,
-`server:<name>`. A builder returns {"data", "layout", "empty", "points"}: "empty" says
-why nothing is drawn (None when something is), "points" counts the data points sent.
+`server:<name>`. A chart that takes more query parameters names them (`Chart.params`); a
+bad value raises BadParameter, naming the parameter (400). A builder returns {"data",
+"layout", "empty", "points"}: "empty" says why nothing is drawn (None when something is),
+"points" counts the data points sent.
 
 All series of one chart are read in one pass over the roll-ups and one over the raw
 points, grouped by series (`read_buckets`), so a chart costs the same few queries
@@ -30,11 +38,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
 
+import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 from django.utils import timezone
 
-from modelhub.monitoring.models import CheckKind, CheckResult, Point, PointRollup
+from modelhub.alerts.models import AlertRule, Signal
+from modelhub.alerts.models import Scope as RuleScope
+from modelhub.monitoring.drift import bin_counts
+from modelhub.monitoring.models import CheckKind, CheckResult, Point, PointRollup, ReferenceProfile, SampleBlock
 from modelhub.monitoring.series import (
     GRANULARITY,
     MAX_POINTS,
@@ -59,6 +71,10 @@ class BadTarget(ValueError):
 
 class NoSuchTarget(LookupError):
     """A well-formed target that names nothing: 404."""
+
+
+class BadParameter(ValueError):
+    """A chart's own query parameter (`Chart.params`) it cannot use; the text names it: 400."""
 
 
 # --- reading the series --------------------------------------------------------------
@@ -427,6 +443,215 @@ def server_up(server: InferenceServer, start: datetime, end: datetime) -> dict:
     )
 
 
+# --- drift charts (the points of modelhub.monitoring.drift_tasks on version:<pk>) ------
+
+HEATMAP_FEATURES = 30
+# A histogram (or the drift page's current mean and std) reads at most about this many
+# samples of a window, from blocks spread over it: a month of samples is millions of rows.
+WINDOW_SAMPLE_ROWS = 50_000
+DRIFT_SERIES = {"drift_psi_max": "PSI max", "drift_js_outputs": "JS distance of the outputs"}
+
+
+def _drift_hint() -> str:
+    return (
+        f"the drift pass runs every {settings.DRIFT_WINDOW_S / 3600:g} h over sampled requests: set "
+        "MODELHUB_GATEWAY_SAMPLE_RATE or POST prediction logs"
+    )
+
+
+def psi_metric(feature: str) -> str:
+    """The series of one feature's PSI, named as drift_tasks names it (a metric holds 64 characters)."""
+    return f"drift_psi:{feature}"[:64]
+
+
+def latest_drift(version: ModelVersion) -> CheckResult | None:
+    return CheckResult.objects.filter(kind=CheckKind.DRIFT, version=version).order_by("-created_at", "-id").first()
+
+
+def features_by_psi(result: CheckResult | None) -> list[str]:
+    """The features a drift result measured, highest PSI first."""
+    psi = (result.details.get("psi") or {}) if result else {}
+    return sorted(psi, key=lambda name: (-psi[name], name))
+
+
+def window_sample(version_id: int, start: datetime, end: datetime, max_rows: int = WINDOW_SAMPLE_ROWS):
+    """Features [n, F] of samples in [start, end): every block when they hold at most about
+    `max_rows` samples, else evenly spaced blocks holding about that many. None: no samples."""
+    blocks = list(
+        SampleBlock.objects.filter(version_id=version_id, last_time__gte=start, first_time__lt=end)
+        .order_by("id")
+        .values_list("id", "count")
+    )
+    step = max(1, -(-sum(count for _, count in blocks) // max_rows))
+    chosen = [pk for pk, _ in blocks[::step]]
+    rows = SampleBlock.objects.filter(pk__in=chosen).order_by("id").values_list("count", "times", "features")
+    parts = []
+    for count, times, features in rows.iterator(chunk_size=20):
+        seconds = np.frombuffer(times, dtype="<f8")
+        inside = (seconds >= start.timestamp()) & (seconds < end.timestamp())
+        parts.append(np.frombuffer(features, dtype="<f4").reshape(count, -1)[inside])
+    current = np.vstack(parts) if parts else None
+    return current if current is not None and len(current) else None
+
+
+def drift_heatmap(version: ModelVersion, start: datetime, end: datetime) -> dict:
+    """PSI per feature over time: features on y (highest latest PSI on top), buckets on x."""
+    target = f"version:{version.pk}"
+    ranked = features_by_psi(latest_drift(version))
+    shown = ranked[:HEATMAP_FEATURES]
+    found = read_buckets([psi_metric(f) for f in shown], [target], start, end) if shown else {}
+    rows = [(f, found[psi_metric(f), target]) for f in reversed(shown) if (psi_metric(f), target) in found]
+    moments = sorted({moment for _, buckets in rows for moment in buckets})
+    traces = []
+    if rows:
+        z = [[b[m][1] / b[m][0] if m in b else None for m in moments] for _, b in rows]
+        traces.append(
+            {
+                "type": "heatmap",
+                "name": "PSI",
+                "x": [m.isoformat() for m in moments],
+                "y": [f for f, _ in rows],
+                "z": z,
+                "zmin": 0,
+                "colorscale": "YlOrRd",
+                "colorbar": {"title": {"text": "PSI"}},
+                "hovertemplate": "%{x}<br>%{y}: PSI %{z:.3f}<extra></extra>",
+            }
+        )
+    title = f"PSI per feature of {version}"
+    if len(ranked) > HEATMAP_FEATURES:
+        title += f" (the {HEATMAP_FEATURES} of {len(ranked)} features with the highest latest PSI)"
+    reason = "no drift results in this window" if ranked else "no drift results yet"
+    return figure(
+        title,
+        "feature",
+        traces,
+        f"{reason} ({_drift_hint()})",
+        start,
+        end,
+        yaxis={"type": "category", "automargin": True},
+        hovermode="closest",
+    )
+
+
+def bin_labels(edges: list[float]) -> list[str]:
+    """A label per bin of `bin_counts`: a value equal to an edge falls in the bin it starts."""
+    if not edges:
+        return ["all values"]
+    inner = [f"[{a:.4g}, {b:.4g})" for a, b in zip(edges, edges[1:], strict=False)]
+    return [f"< {edges[0]:.4g}", *inner, f"≥ {edges[-1]:.4g}"]
+
+
+def bars(name: str, labels: list[str], shares, **style) -> dict:
+    return {
+        "type": "bar",
+        "name": name,
+        "x": labels,
+        "y": [float(s) * 100 for s in shares],
+        "hovertemplate": f"%{{x}}<br>{name}: %{{y:.2f}} %<extra></extra>",
+        **style,
+    }
+
+
+def drift_histogram(version: ModelVersion, start: datetime, end: datetime, feature: str | None = None) -> dict:
+    """One feature's share of samples per reference bin: the reference's beside the window's."""
+    profile = ReferenceProfile.objects.filter(version=version).defer("sample").first()
+    if profile is None:
+        return figure(
+            f"Reference vs current of {version}",
+            "share of samples (%)",
+            [],
+            "no reference yet: upload an evaluation set or PUT a reference sample",
+            start,
+            end,
+        )
+    feature = feature or next(iter(features_by_psi(latest_drift(version))), None) or profile.feature_names[0]
+    if feature not in profile.feature_names:
+        known = ", ".join(profile.feature_names[:5]) + (", …" if len(profile.feature_names) > 5 else "")
+        raise BadParameter(f"feature: {feature!r} is not a feature of {version} (its features: {known})")
+    i = profile.feature_names.index(feature)
+    labels = bin_labels(profile.bin_edges[i])
+    traces = []
+    current = window_sample(version.pk, start, end)
+    if current is not None:
+        shares = bin_counts(current[:, i], np.asarray(profile.bin_edges[i])) / len(current)
+        traces = [
+            bars(f"reference ({profile.rows} rows)", labels, profile.bin_shares[i]),
+            bars(f"current ({len(current)} samples)", labels, shares),
+        ]
+    return figure(
+        f"Reference vs current distribution of {feature} ({version})",
+        "share of samples (%)",
+        traces,
+        f"no samples of {version} in this window (set MODELHUB_GATEWAY_SAMPLE_RATE or POST prediction logs)",
+        start,
+        end,
+        xaxis={"title": {"text": f"{feature}: the reference's decile bins"}, "type": "category"},
+        barmode="group",
+    )
+
+
+def drift_alert_thresholds(version: ModelVersion) -> list[tuple[str, float]]:
+    """(series, threshold) of the enabled point rules on the drift series that judge this version."""
+    rules = AlertRule.objects.filter(
+        Q(scope=RuleScope.GLOBAL) | Q(scope=RuleScope.MODEL, model_id=version.model_id),
+        enabled=True,
+        signal=Signal.POINT,
+        series__in=list(DRIFT_SERIES),
+        threshold__isnull=False,
+    )
+    return sorted(set(rules.values_list("series", "threshold")))
+
+
+def drift_summary(version: ModelVersion, start: datetime, end: datetime) -> dict:
+    target = f"version:{version.pk}"
+    found = read_buckets([*DRIFT_SERIES, "drift_share"], [target], start, end)
+    traces = [
+        trace(label, found[m, target], "", mode="lines+markers")
+        for m, label in DRIFT_SERIES.items()
+        if (m, target) in found
+    ]
+    if ("drift_share", target) in found:
+        traces.append(
+            trace("drifted features", found["drift_share", target], "%", scale=100, mode="lines+markers", yaxis="y2")
+        )
+    for series, threshold in drift_alert_thresholds(version):
+        traces.append(level_line(f"alert: {DRIFT_SERIES[series]} > {threshold:g}", threshold, start, end, ""))
+    return figure(
+        f"Drift of {version}",
+        "PSI / JS distance",
+        traces,
+        f"no drift results in this window ({_drift_hint()})",
+        start,
+        end,
+        yaxis2={"title": {"text": "drifted features (%)"}, "overlaying": "y", "side": "right", "range": [0, 105]},
+    )
+
+
+def live_accuracy(version: ModelVersion, start: datetime, end: datetime) -> dict:
+    """Live accuracy (predictions against late labels) beside the evaluation set's accuracy points."""
+    target = f"version:{version.pk}"
+    evaluation_set = EvaluationSet.objects.filter(model_id=version.model_id).first()
+    metrics = {"live_accuracy": "live accuracy (labels)"}
+    if evaluation_set is not None:
+        metrics[evaluation_set.metric] = f"evaluation {evaluation_set.get_metric_display()}"
+    found = read_buckets(list(metrics), [target], start, end)
+    traces = [
+        trace(label, found[m, target], "", mode="lines+markers") for m, label in metrics.items() if (m, target) in found
+    ]
+    if evaluation_set is not None and evaluation_set.threshold is not None:
+        traces.append(level_line(f"threshold {evaluation_set.threshold:g}", evaluation_set.threshold, start, end, ""))
+    return figure(
+        f"Live vs evaluation accuracy of {version}",
+        "accuracy",
+        traces,
+        "no live accuracy or evaluation results in this window (applications POST labels for logged request ids "
+        f"to /api/v1/models/{version.model.name}/labels/)",
+        start,
+        end,
+    )
+
+
 # --- the registry --------------------------------------------------------------------
 
 
@@ -435,6 +660,7 @@ class Chart:
     name: str
     kinds: tuple[str, ...]  # the target kinds it draws
     build: Callable[..., dict]
+    params: tuple[str, ...] = ()  # query parameters passed to `build` as keyword arguments
 
 
 CHARTS: dict[str, Chart] = {
@@ -448,14 +674,20 @@ CHARTS: dict[str, Chart] = {
         Chart("server_utilisation", ("server",), server_utilisation),
         Chart("server_memory", ("server",), server_memory),
         Chart("server_up", ("server",), server_up),
+        Chart("drift_heatmap", ("version",), drift_heatmap),
+        Chart("drift_histogram", ("version",), drift_histogram, params=("feature",)),
+        Chart("drift_summary", ("version",), drift_summary),
+        Chart("live_accuracy", ("version",), live_accuracy),
     )
 }
 
 
-def build_chart(chart: Chart, target: str, start: datetime, end: datetime) -> dict:
-    """The figure of `chart` for `target`; raises BadTarget (400) or NoSuchTarget (404)."""
+def build_chart(chart: Chart, target: str, start: datetime, end: datetime, params=None) -> dict:
+    """The figure of `chart` for `target` (`params`: the query, for the chart's own parameters);
+    raises BadTarget or BadParameter (400) or NoSuchTarget (404)."""
     kind, key = parse_target(target)
     if kind not in chart.kinds:
         wanted = " or ".join(f"{k}:…" for k in chart.kinds)
         raise BadTarget(f"the {chart.name} chart draws a {wanted} target, not {target!r}")
-    return chart.build(LOOKUPS[kind](key), start, end)
+    own = {name: (params or {}).get(name) for name in chart.params}
+    return chart.build(LOOKUPS[kind](key), start, end, **own)

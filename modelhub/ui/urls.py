@@ -4,7 +4,19 @@ tests use; every view says the scope it needs (`access.require_scope`)."""
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from modelhub.ui.views import alerts, audit, catalog, charts, checks, deployments, overview, servers, tokens, versions
+from modelhub.ui.views import (
+    alerts,
+    audit,
+    catalog,
+    charts,
+    checks,
+    deployments,
+    drift,
+    overview,
+    servers,
+    tokens,
+    versions,
+)
 
 app_name = "ui"
 urlpatterns = [
@@ -18,6 +30,13 @@ urlpatterns = [
     path("models/<str:name>/aliases/<str:alias>/move", catalog.alias_move, name="alias-move"),
     path("models/<str:name>/aliases/promote", catalog.alias_promote, name="alias-promote"),
     path("models/<str:name>/aliases/<str:alias>/rollback", catalog.alias_rollback, name="alias-rollback"),
+    path("models/<str:name>/aliases/<str:alias>/canary", catalog.alias_canary, name="alias-canary"),
+    path(
+        "models/<str:name>/aliases/<str:alias>/canary/promote",
+        catalog.alias_canary_promote,
+        name="alias-canary-promote",
+    ),
+    path("models/<str:name>/aliases/<str:alias>/canary/abort", catalog.alias_canary_abort, name="alias-canary-abort"),
     path("models/<str:name>/versions/<int:number>/", versions.version_detail, name="version-detail"),
     path("models/<str:name>/versions/<int:number>/compare/", versions.version_compare, name="version-compare"),
     path("models/<str:name>/versions/<int:number>/artifact", versions.version_artifact, name="version-artifact"),
@@ -60,6 +79,8 @@ urlpatterns = [
     path("tokens/", tokens.token_list, name="token-list"),
     path("tokens/new", tokens.token_create, name="token-create"),
     path("tokens/<int:pk>/revoke", tokens.token_revoke, name="token-revoke"),
+    # Drift: per version, what its sampled inputs and outputs look like against its reference
+    path("models/<str:name>/versions/<int:number>/drift/", drift.version_drift, name="version-drift"),
     # Chart data (JSON for Plotly), re-queried by the range selector
     path("charts/<str:chart>", charts.chart_data, name="chart-data"),
 ]

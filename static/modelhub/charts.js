@@ -21,9 +21,18 @@
     return plotlyLoading;
   }
 
+  // Controls elsewhere on the page that add a query parameter to one chart (their name and
+  // value), e.g. <select name="feature" data-chart-for="<the chart's id>">: a change re-queries it.
+  function paramControls(el) {
+    return document.querySelectorAll('[data-chart-for="' + el.id + '"][name]');
+  }
+
   // The query of a chart's current range: a preset (range=24h) or custom start and end (UTC).
   function query(el, custom) {
     var q = new URLSearchParams({ target: el.getAttribute("data-target") });
+    paramControls(el).forEach(function (control) {
+      if (control.value) q.set(control.name, control.value);
+    });
     if (custom) {
       q.set("start", custom.start);
       q.set("end", custom.end);
@@ -52,6 +61,7 @@
     // Only the latest request of a chart draws: a slow 30 d answer must not replace a newer 1 h one.
     var request = (el.chartRequest || 0) + 1;
     el.chartRequest = request;
+    el.chartCustom = custom;  // what a parameter control re-queries with
     function current() { return el.chartRequest === request; }
     el.setAttribute("aria-busy", "true");
     el.removeAttribute("data-drawn");
@@ -94,6 +104,9 @@
   }
 
   function wire(el) {
+    paramControls(el).forEach(function (control) {
+      control.addEventListener("change", function () { draw(el, el.chartCustom || null); });
+    });
     var block = el.closest("[data-chart-block]");
     if (!block) return draw(el, null);
     block.querySelectorAll("button[type=button][data-range]").forEach(function (button) {

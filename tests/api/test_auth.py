@@ -123,7 +123,7 @@ def test_a_demoted_users_tokens_lose_what_the_role_lost(make_user, make_token, r
     assert client.patch("/api/v1/servers/dead/", {"labels": ["gpu"]}, format="json").status_code == 200
 
     dana.groups.set([Group.objects.get(name="operator")])
-    assert client.get("/api/v1/whoami/").json()["scopes"] == ["deploy", "read"]
+    assert client.get("/api/v1/whoami/").json()["scopes"] == ["deploy", "infer", "read"]  # the operator role's
     response = client.patch("/api/v1/servers/dead/", {"labels": []}, format="json")
     assert response.status_code == 403
     assert "has the 'admin' scope but its user 'dana' no longer does" in error_of(response)["message"]
@@ -136,7 +136,7 @@ def test_a_demoted_users_tokens_lose_what_the_role_lost(make_user, make_token, r
 
     dana.is_superuser = True  # a superuser is an admin
     dana.save()
-    assert client.get("/api/v1/whoami/").json()["scopes"] == ["admin", "deploy", "read", "upload"]
+    assert client.get("/api/v1/whoami/").json()["scopes"] == ["admin", "deploy", "infer", "read", "upload"]
 
 
 def test_whoami_shows_the_scopes_in_effect_and_the_token_as_issued(make_user, make_token):

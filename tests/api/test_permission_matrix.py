@@ -63,6 +63,7 @@ ALERT_RULE_BODY = {
     "model": "digits",
     "threshold": 100,
 }
+PREDICTION_RECORD = {"request_id": "r1", "inputs": {"INPUT": [1.0, 2.0]}, "outputs": {"OUTPUT": [2.0, 4.0]}}
 EXPECTED: dict[tuple[str, str], Rule] = {
     ("api:model-list", "GET"): Rule("read", OWN, 200),
     ("api:model-list", "POST"): Rule("upload", REFUSED, 201, {"name": "new-model"}),
@@ -82,10 +83,17 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("api:version-accuracy", "GET"): Rule("read", OWN, 200),
     # Allowed callers get past the permissions to "not loaded anywhere": nothing reaches Triton.
     ("api:version-accuracy", "POST"): Rule("upload", OWN, 409),
+    ("api:version-predictions", "POST"): Rule("upload", OWN, 201, [PREDICTION_RECORD]),
+    ("api:version-reference", "PUT"): Rule("upload", OWN, 201, [PREDICTION_RECORD]),
+    ("api:model-labels", "POST"): Rule("upload", OWN, 201, [{"request_id": "r1", "label": "3"}]),
     ("api:alias-list", "GET"): Rule("read", OWN, 200),
     ("api:alias-detail", "GET"): Rule("read", OWN, 200),
     ("api:alias-detail", "PUT"): Rule("deploy", OWN, 200, {"version": 2}),
     ("api:alias-detail", "DELETE"): Rule("deploy", OWN, 204),
+    ("api:alias-canary", "PUT"): Rule("deploy", OWN, 200, {"version": 2, "weight": 10}),
+    # No canary runs in the world: allowed callers get past the permissions to "no canary running".
+    ("api:alias-canary-promote", "POST"): Rule("deploy", OWN, 409),
+    ("api:alias-canary-abort", "POST"): Rule("deploy", OWN, 409),
     ("api:alias-move-list", "GET"): Rule("read", OWN, 200),
     ("api:deployment-list", "GET"): Rule("read", OWN, 200),
     ("api:deployment-detail", "GET"): Rule("read", OWN, 200),
@@ -180,9 +188,10 @@ IMPLIES = {
     "read": {"read"},
     "upload": {"read", "upload"},
     "deploy": {"read", "deploy"},
-    "admin": {"read", "upload", "deploy", "admin"},
+    "infer": {"infer"},  # the inference gateway's scope: no REST endpoint takes it
+    "admin": {"read", "upload", "deploy", "infer", "admin"},
 }
-ROLE_GRANTS = {None: set(), "viewer": {"read"}, "operator": {"read", "deploy"}, "admin": IMPLIES["admin"]}
+ROLE_GRANTS = {None: set(), "viewer": {"read"}, "operator": {"read", "deploy", "infer"}, "admin": IMPLIES["admin"]}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ EXPECTED = {
     "triton-statistics": ("modelhub.monitoring.tasks.stats_pass", 60),
     "server-metrics": ("modelhub.monitoring.tasks.metrics_pass", 30),
     "accuracy": ("modelhub.monitoring.accuracy_tasks.accuracy_pass", 600),
+    "drift": ("modelhub.monitoring.drift_tasks.drift_pass", 3600),
+    "prune-samples": ("modelhub.monitoring.drift_tasks.prune_samples", 3600),
     "roll-up-and-prune": ("modelhub.monitoring.maintenance.roll_up_and_prune", 60),
     "send-notifications": ("modelhub.alerts.tasks.send_notifications", 10),
     "expire-old-rows": ("modelhub.serving.retention.expire_old_rows", 3600),

@@ -350,7 +350,12 @@ def _queries(client, chart: str, target: str) -> int:
 @pytest.mark.parametrize("chart", sorted(CHARTS))
 def test_a_chart_costs_the_same_queries_whatever_its_number_of_series(world, viewer, chart):
     kind = CHARTS[chart].kinds[0]
-    target = {"deployment": f"deployment:{world.d1.pk}", "server": "server:local", "model": "model:digits"}[kind]
+    target = {
+        "deployment": f"deployment:{world.d1.pk}",
+        "server": "server:local",
+        "model": "model:digits",
+        "version": f"version:{world.v1.pk}",
+    }[kind]
     EvaluationSet.objects.create(
         model=world.model, file="e.npz", file_format="npz", sha256="e" * 64, size=1, rows=1, output="OUTPUT"
     )

@@ -96,7 +96,7 @@ def test_the_list_costs_the_same_queries_for_many_tokens(client_as, make_person,
 def test_the_form_offers_the_roles_scopes_with_a_default_expiry(client_as):
     page = client_as("operator").get(NEW).content.decode()
     offered = set(re.findall(r'name="scopes" value="(\w+)"', page))
-    assert offered == {"read", "deploy"}
+    assert offered == {"read", "deploy", "infer"}
     assert f'name="expires_in_days" value="{DEFAULT_LIFETIME_DAYS}"' in page
 
 

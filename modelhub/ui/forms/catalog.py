@@ -93,3 +93,30 @@ class RollbackForm(forms.Form):
     """The version the roll-back button offered: if the alias moved since, the button is stale."""
 
     to_version = forms.IntegerField(min_value=1)
+
+
+class CanaryForm(forms.Form):
+    """Start a canary on an alias, or change the running one's weight (its version posted again),
+    as the REST API's PUT …/canary/ does."""
+
+    version = forms.IntegerField(min_value=1)
+    weight = forms.IntegerField(
+        min_value=1,
+        max_value=99,
+        help_text="percent of the alias's traffic the canary gets",
+        error_messages={
+            "min_value": "must be 1-99 (percent of the traffic the canary gets); 0 is an abort",
+            "max_value": "must be 1-99 (percent of the traffic the canary gets); 100 is a promotion",
+        },
+    )
+
+    def __init__(self, *args, model: Model, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model = model
+
+    def clean_version(self) -> ModelVersion:
+        number = self.cleaned_data["version"]
+        version = self.model.versions.filter(number=number).first()
+        if version is None:
+            raise ValidationError(f"model {self.model.name!r} has no version {number}")
+        return version

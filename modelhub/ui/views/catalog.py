@@ -1,7 +1,9 @@
 """The models pages: the searchable list, one model's page, and moving its aliases
-(promote, gated promote, roll back) through the registry's and monitoring's services."""
+(promote, gated promote, roll back) and running their canaries (start, weight, promote,
+abort) through the registry's and monitoring's services."""
 
 from dataclasses import dataclass
+from functools import partial
 
 from django.contrib import messages
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -18,10 +20,17 @@ from modelhub.alerts.models import Alert, AlertState
 from modelhub.monitoring.gates import GateFailed, promote_with_gates
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, AliasMove, Model, ModelVersion, alias_name_validator
-from modelhub.registry.services import move_alias
+from modelhub.registry.services import (
+    CanaryConflict,
+    abort_canary,
+    move_alias,
+    promote_canary,
+    set_canary_weight,
+    start_canary,
+)
 from modelhub.serving.models import Deployment, ObservedState
 from modelhub.ui.access import can, require_scope, ui_actor
-from modelhub.ui.forms.catalog import AliasMoveForm, ModelFilterForm, PromoteForm, RollbackForm
+from modelhub.ui.forms.catalog import AliasMoveForm, CanaryForm, ModelFilterForm, PromoteForm, RollbackForm
 from modelhub.ui.views.overview import attach_last_checks
 
 MODELS_PER_PAGE = 50
@@ -122,7 +131,7 @@ def _aliases(model: Model) -> list[Alias]:
     """The model's aliases, each with `rollback_to`: the version number its last move came from."""
     last_move = AliasMove.objects.filter(model=model, alias=OuterRef("name")).order_by("-created_at", "-id")
     return list(
-        model.aliases.select_related("version")
+        model.aliases.select_related("version", "canary_version")
         .annotate(rollback_to=Subquery(last_move.values("from_version__number")[:1]))
         .order_by("name")
     )
@@ -176,6 +185,8 @@ def model_detail(request, name: str):
     }
     if can(request.user, Scope.DEPLOY):
         context["promote_form"] = PromoteForm(model=model)
+        # The canary forms' version choices: one query for every alias row.
+        context["version_numbers"] = list(model.versions.order_by("-number").values_list("number", flat=True))
     return render(request, "ui/catalog/model_detail.html", context)
 
 
@@ -290,4 +301,76 @@ def alias_rollback(request, name: str, alias: str):
         return redirect(_back_to(request, model))
     was = f"v{current}" if current else "no version"
     messages.success(request, f"{model.name}@{alias} rolled back to v{target.number} (was {was})")
+    return redirect(_back_to(request, model))
+
+
+# --- canaries -----------------------------------------------------------------------------------
+
+
+def _refusal_text(error: Exception) -> str:
+    """A service's refusal on one line, each field's message after the field's name."""
+    if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
+        return "; ".join(f"{field}: {' '.join(texts)}" for field, texts in error.message_dict.items())
+    return " ".join(_messages_of(error))
+
+
+def _canary_change(request, model: Model, alias: str, change, success) -> None:
+    """Run `change(actor)`, one canary transition, and say what happened: `success(alias row)`, or the
+    service's refusal (which names what was wrong)."""
+    try:
+        changed = change(ui_actor(request))
+    except (CanaryConflict, Alias.DoesNotExist, ValidationError) as refusal:
+        messages.error(request, f"{model.name}@{alias}: {_refusal_text(refusal)}")
+        return
+    messages.success(request, success(changed))
+
+
+@require_scope(Scope.DEPLOY)
+@require_POST
+def alias_canary(request, name: str, alias: str):
+    """Start a canary on the alias, or change the weight of the running one (its version posted again)."""
+    model = get_object_or_404(Model, name=name)
+    form = CanaryForm(request.POST, model=model)
+    if not form.is_valid():
+        messages.error(request, f"{model.name}@{alias}: no canary change: {_form_errors(form)}")
+        return redirect(_back_to(request, model))
+    version, weight = form.cleaned_data["version"], form.cleaned_data["weight"]
+    running = Alias.objects.filter(model=model, name=alias).values_list("canary_version_id", flat=True).first()
+    if running == version.pk:
+        change = partial(set_canary_weight, model, alias, weight)
+    else:
+        change = partial(start_canary, model, alias, version, weight)
+    _canary_change(
+        request, model, alias, change, lambda a: f"{model.name}@{alias}: canary v{version.number} gets {weight} %"
+    )
+    return redirect(_back_to(request, model))
+
+
+@require_scope(Scope.DEPLOY)
+@require_POST
+def alias_canary_promote(request, name: str, alias: str):
+    """Move the alias to its canary (an alias move like any other) and end the canary."""
+    model = get_object_or_404(Model, name=name)
+    _canary_change(
+        request,
+        model,
+        alias,
+        partial(promote_canary, model, alias),
+        lambda a: f"{model.name}@{alias} promoted its canary: it now points at v{a.version.number}",
+    )
+    return redirect(_back_to(request, model))
+
+
+@require_scope(Scope.DEPLOY)
+@require_POST
+def alias_canary_abort(request, name: str, alias: str):
+    """End the canary: all the alias's traffic goes back to its version."""
+    model = get_object_or_404(Model, name=name)
+    _canary_change(
+        request,
+        model,
+        alias,
+        partial(abort_canary, model, alias),
+        lambda a: f"{model.name}@{alias}: canary aborted, v{a.version.number} gets all the traffic",
+    )
     return redirect(_back_to(request, model))

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from modelhub.access.roles import Scope
 from modelhub.ui.access import require_scope
-from modelhub.ui.charts import CHARTS, BadTarget, NoSuchTarget, build_chart
+from modelhub.ui.charts import CHARTS, BadParameter, BadTarget, NoSuchTarget, build_chart
 
 RANGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 DEFAULT_RANGE = "24h"
@@ -27,10 +27,10 @@ def chart_data(request, chart):
         return _error(400, f"chart: unknown chart {chart!r}; known: {', '.join(CHARTS)}")
     try:
         start, end = time_range(request.GET)
-        figure = build_chart(CHARTS[chart], request.GET.get("target", ""), start, end)
+        figure = build_chart(CHARTS[chart], request.GET.get("target", ""), start, end, request.GET)
     except BadTarget as exc:
         return _error(400, f"target: {exc}")
-    except BadQuery as exc:
+    except (BadQuery, BadParameter) as exc:
         return _error(400, str(exc))
     except NoSuchTarget as exc:
         return _error(404, f"target: {exc}")
