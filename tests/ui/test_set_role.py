@@ -23,7 +23,7 @@ def test_a_new_person_gets_an_account_whose_printed_password_signs_in_with_that_
     password = out.split("login: ann / ")[1].split()[0]
     user = User.objects.get(username="ann")
     assert user.email == "ann@example.com" and not user.is_staff
-    assert role_scopes(user) == {"read", "deploy"}
+    assert role_scopes(user) == {"read", "deploy", "infer"}
 
     client = Client()
     response = client.post("/login/", {"username": "ann", "password": password})
