@@ -274,3 +274,11 @@ def test_the_drift_charts_refuse_other_targets(drifted, client_as):
         reverse("ui:chart-data", args=["drift_heatmap"]), {"target": "model:digits", "range": "1h"}
     )
     assert response.status_code == 400 and "version:" in response.json()["error"]
+
+
+def test_a_version_whose_model_has_an_evaluation_set_says_the_reference_will_come_from_it(digits, client_as):  # noqa: F811
+    ReferenceProfile.objects.filter(version=digits).delete()
+    html = client_as("viewer").get(page_url(digits)).content.decode()
+    assert 'data-testid="drift-no-reference"' in html
+    assert "computes it from the evaluation set of digits" in html
+    assert "upload an evaluation set" not in html  # it has one

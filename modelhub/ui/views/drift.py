@@ -15,7 +15,7 @@ from django.utils.dateparse import parse_datetime
 
 from modelhub.access.roles import Scope
 from modelhub.monitoring.models import CheckKind, CheckResult, ReferenceProfile, SampleBlock
-from modelhub.registry.models import ModelVersion
+from modelhub.registry.models import EvaluationSet, ModelVersion
 from modelhub.ui.access import require_scope
 from modelhub.ui.charts import features_by_psi, latest_drift, window_sample
 
@@ -125,6 +125,8 @@ def version_drift(request, name: str, number: int):
         "window": window,
         "window_samples_kept": current is not None,
         "profile": profile,
+        # Without a profile yet, the first drift pass computes one from the evaluation set, if any.
+        "has_evaluation_set": profile is None and EvaluationSet.objects.filter(model_id=version.model_id).exists(),
         "samples": samples,
         "features": features.get_page(request.GET.get("page")),
         "feature_choices": features_by_psi(latest) or (profile.feature_names if profile else []),
