@@ -9,7 +9,6 @@ records) that replaces the version's drift reference profile. All need the uploa
 
 import re
 
-import numpy as np
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -19,10 +18,9 @@ from modelhub.api.errors import Invalid
 from modelhub.api.fields import Text
 from modelhub.api.models import Scope
 from modelhub.api.views import MODEL_PARAM, NUMBER_PARAM, BaseViewSet, ModelScopedMixin
-from modelhub.audit.log import record as audit
-from modelhub.monitoring.drift import build_profile, save_profile
-from modelhub.monitoring.models import PredictionLabel, ReferenceProfile
-from modelhub.monitoring.sampling import Layout, SampleError, parse_records, write_prediction_logs
+from modelhub.monitoring.drift import set_uploaded_reference
+from modelhub.monitoring.models import PredictionLabel
+from modelhub.monitoring.sampling import SampleError, record_labels, write_prediction_logs
 from modelhub.registry.models import ModelVersion
 
 MAX_RECORDS = 10_000
@@ -109,7 +107,7 @@ class PredictionLogViewSet(VersionRecordsMixin, BaseViewSet):
         version = self.get_version()
         records = _validated(PredictionRecordSerializer, request.data)
         try:
-            accepted = write_prediction_logs(version, records)
+            accepted = write_prediction_logs(version, records, self.actor)
         except SampleError as exc:
             raise Invalid({exc.field: exc.problem}) from None
         return Response({"accepted": accepted}, status=status.HTTP_201_CREATED)
@@ -138,20 +136,11 @@ class ReferenceViewSet(VersionRecordsMixin, BaseViewSet):
     def update(self, request, *args, **kwargs):
         version = self.get_version()
         records = _validated(PredictionRecordSerializer, request.data)
-        if not records:
-            ReferenceProfile.objects.filter(version=version, source="upload").delete()
-            audit(self.actor, "drift.reference", version, rows=0)
-            return Response({"accepted": 0}, status=status.HTTP_201_CREATED)
         try:
-            batch = parse_records(version, records)
+            rows = set_uploaded_reference(version, records, self.actor)
         except SampleError as exc:
             raise Invalid({exc.field: exc.problem}) from None
-        layout = Layout(version)
-        outputs = np.vstack(batch.outputs)
-        classes = outputs[:, layout.class_output] if layout.class_output is not None else None
-        profile = save_profile(build_profile(version, np.vstack(batch.features), classes, "upload"), replace=True)
-        audit(self.actor, "drift.reference", version, rows=profile.rows)
-        return Response({"accepted": profile.rows}, status=status.HTTP_201_CREATED)
+        return Response({"accepted": rows}, status=status.HTTP_201_CREATED)
 
 
 class LabelViewSet(ModelScopedMixin, BaseViewSet):
@@ -176,11 +165,5 @@ class LabelViewSet(ModelScopedMixin, BaseViewSet):
     def create(self, request, *args, **kwargs):
         model = self.get_parent_model()
         rows = _validated(LabelSerializer, request.data)
-        latest = {row["request_id"]: row["label"] for row in rows}  # the last label of a repeated id wins
-        PredictionLabel.objects.bulk_create(
-            [PredictionLabel(model=model, request_id=rid, label=label) for rid, label in latest.items()],
-            update_conflicts=True,
-            unique_fields=["model", "request_id"],
-            update_fields=["label"],
-        )
-        return Response({"accepted": len(latest)}, status=status.HTTP_201_CREATED)
+        accepted = record_labels(model, ((row["request_id"], row["label"]) for row in rows), self.actor)
+        return Response({"accepted": accepted}, status=status.HTTP_201_CREATED)

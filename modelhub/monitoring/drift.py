@@ -20,8 +20,10 @@ from django.db import IntegrityError, transaction
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 
+from modelhub.audit.actors import Actor
+from modelhub.audit.log import record as audit
 from modelhub.monitoring.models import ReferenceProfile, SampleBlock
-from modelhub.monitoring.sampling import Layout, iter_blocks
+from modelhub.monitoring.sampling import Layout, iter_blocks, parse_records
 from modelhub.registry.evaluation import open_evaluation_data
 from modelhub.registry.models import EvaluationSet, ModelVersion
 
@@ -120,6 +122,26 @@ def save_profile(profile: ReferenceProfile, replace: bool = False) -> ReferenceP
         except IntegrityError:  # another worker computed it meanwhile
             return ReferenceProfile.objects.get(version=profile.version)
     return profile
+
+
+def set_uploaded_reference(version: ModelVersion, records: list, actor: Actor) -> int:
+    """Replace the version's reference profile by one computed from uploaded records (prediction-log
+    records); no records remove an uploaded one (the evaluation set's is used again). Audited; the
+    number of rows the profile holds. Raises SampleError naming a record that does not fit the schema."""
+    if not records:
+        with transaction.atomic():
+            ReferenceProfile.objects.filter(version=version, source="upload").delete()
+            audit(actor, "drift.reference", version, rows=0)
+        return 0
+    batch = parse_records(version, records)
+    layout = Layout(version)
+    outputs = np.vstack(batch.outputs)
+    classes = outputs[:, layout.class_output] if layout.class_output is not None else None
+    profile = build_profile(version, np.vstack(batch.features), classes, "upload")
+    with transaction.atomic():
+        profile = save_profile(profile, replace=True)
+        audit(actor, "drift.reference", version, rows=profile.rows)
+    return profile.rows
 
 
 def profile_from_evaluation_set(version: ModelVersion) -> ReferenceProfile:

@@ -21,9 +21,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from tritonclient.utils import triton_to_np_dtype
 
+from modelhub.audit.actors import Actor
+from modelhub.audit.log import record as audit
 from modelhub.monitoring.models import SampleBlock
 from modelhub.registry.evaluation import output_is_scores
 from modelhub.registry.models import ModelVersion
@@ -313,13 +316,32 @@ def _one_row(value, field: str) -> np.ndarray:
     return np.expand_dims(_numeric(value, field), 0)
 
 
-def write_prediction_logs(version: ModelVersion, records: list) -> int:
-    """Validate and store uploaded prediction logs as one block; the number of samples stored."""
+def write_prediction_logs(version: ModelVersion, records: list, actor: Actor) -> int:
+    """Validate and store uploaded prediction logs as one block, audited; the number of samples stored."""
     if not records:
         return 0
     batch = parse_records(version, records)
-    _store({version.pk: batch}, source="api")
+    with transaction.atomic():
+        _store({version.pk: batch}, source="api")
+        audit(actor, "predictions.upload", version, samples=len(batch.times))
     return len(batch.times)
+
+
+def record_labels(model, labels: Iterable[tuple[str, str]], actor: Actor) -> int:
+    """Ground truth for logged request ids (a request id labelled again takes the newer label), audited;
+    the number of request ids labelled."""
+    from modelhub.monitoring.models import PredictionLabel
+
+    latest = dict(labels)  # the last label of a repeated id wins
+    with transaction.atomic():
+        PredictionLabel.objects.bulk_create(
+            [PredictionLabel(model=model, request_id=rid, label=label) for rid, label in latest.items()],
+            update_conflicts=True,
+            unique_fields=["model", "request_id"],
+            update_fields=["label"],
+        )
+        audit(actor, "labels.upload", model, labels=len(latest))
+    return len(latest)
 
 
 def prune_samples(now: datetime | None = None) -> int:

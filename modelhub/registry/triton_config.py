@@ -42,6 +42,11 @@ def parse_config_pbtxt(text: str) -> dict:
     return _to_dict(message)
 
 
+def config_pbtxt(config: Mapping) -> str:
+    """A config dict (as build_model_config makes) in Triton's text form: parse_config_pbtxt's inverse."""
+    return text_format.MessageToString(json_format.ParseDict(dict(config), model_config_pb2.ModelConfig()))
+
+
 def validate_extra_config(extra: Mapping) -> dict:
     """Check extra Triton config against ModelConfig; return it normalised."""
     owned = sorted(OWNED_FIELDS & set(extra))

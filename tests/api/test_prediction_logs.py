@@ -124,3 +124,25 @@ def test_a_body_that_is_not_a_list_of_records_is_a_400(digits, client_with, url,
     response = client_with("upload").post(url, body, format="json")
     assert response.status_code == 400, response.content
     assert response.json()["error"]["message"]
+
+
+def test_each_upload_is_one_audit_row_naming_who_and_how_many(digits, client_with):
+    from modelhub.audit.models import AuditEvent
+
+    client = client_with("upload")
+    client.post(PREDICTIONS, [record(0), record(1)], format="json")
+    client.post("/api/v1/models/digits/labels/", [{"request_id": "req-0", "label": "3"}], format="json")
+    client.put("/api/v1/models/digits/versions/1/reference/", [record(i) for i in range(12)], format="json")
+    refused = client.post(PREDICTIONS, [record(0, pixels=[1.0])], format="json")
+    assert refused.status_code == 400
+    rows = {
+        e.action: e
+        for e in AuditEvent.objects.filter(
+            source="api", action__in=["predictions.upload", "labels.upload", "drift.reference"]
+        )
+    }
+    assert rows["predictions.upload"].details["samples"] == 2
+    assert rows["labels.upload"].details["labels"] == 1
+    assert rows["drift.reference"].details["rows"] == 12
+    assert all(e.actor.startswith("token:") for e in rows.values())
+    assert AuditEvent.objects.filter(action="predictions.upload").count() == 1  # the refused upload wrote nothing

@@ -16,8 +16,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from modelhub.access.roles import Scope
 from modelhub.audit.log import record as audit
@@ -25,6 +23,7 @@ from modelhub.audit.models import AuditEvent
 from modelhub.monitoring.accuracy_tasks import run_accuracy
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, EvaluationSet, ModelVersion, TensorSpec
+from modelhub.registry.triton_config import config_pbtxt
 from modelhub.serving.backends import BackendMissing, cannot_serve
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.reconciler import deployable_config
@@ -52,7 +51,7 @@ def triton_config_text(version: ModelVersion) -> str:
     lacking onnxruntime gets ModelHub's python runner instead: see the deployment's server).
     """
     config = deployable_config(InferenceServer(), version, [version.number])
-    return text_format.MessageToString(json_format.ParseDict(config, model_config_pb2.ModelConfig()))
+    return config_pbtxt(config)
 
 
 def _version_url(version: ModelVersion) -> str:
