@@ -51,11 +51,26 @@ def role_scopes(user, groups=None) -> frozenset[str]:
         return frozenset(Scope.values)
     if groups is not None:
         return frozenset().union(*(ROLE_SCOPES.get(group.name, frozenset()) for group in groups))
-    cached = getattr(user, "_modelhub_role_scopes", None)  # one query per user object
+    return frozenset().union(*(ROLE_SCOPES[name] for name in _role_groups(user)))
+
+
+def _role_groups(user) -> frozenset[str]:
+    cached = getattr(user, "_modelhub_role_groups", None)  # one query per user object
     if cached is None:
-        names = user.groups.filter(name__in=ROLES).values_list("name", flat=True)
-        cached = user._modelhub_role_scopes = frozenset().union(*(ROLE_SCOPES[name] for name in names))
+        cached = user._modelhub_role_groups = frozenset(
+            user.groups.filter(name__in=ROLES).values_list("name", flat=True)
+        )
     return cached
+
+
+def role_name(user) -> str:
+    """The strongest role a signed-in person holds ("no role" if none), for display."""
+    if user is None or not user.is_authenticated:
+        return ""
+    if user.is_superuser:
+        return "admin"
+    names = _role_groups(user)
+    return next((role for role in reversed(ROLES) if role in names), "no role")
 
 
 def role_refusal(scope: str) -> str:

@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from modelhub.registry.models import Alias, Model
-from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
-
-
-def triton_model_name(model: str, version: int) -> str:
-    """The name Triton serves `version` of `model` under.
-
-    Today the reconciler loads every version of a model under the model's own name;
-    per-version names (side-by-side configs for a canary) change this one place."""
-    return model
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState, triton_model_name
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from modelhub.monitoring.drift import Drift, NoReference, profile_from_evaluatio
 from modelhub.monitoring.models import CheckKind, PredictionLabel, SampleBlock, Status
 from modelhub.monitoring.record import Result, record
 from modelhub.monitoring.sampling import Layout, iter_blocks, prune_samples
+from modelhub.monitoring.series import psi_metric
 from modelhub.registry.evaluation import EvaluationSetError
 from modelhub.registry.models import ModelVersion
 
@@ -77,7 +78,7 @@ def drift_result(version: ModelVersion, drift: Drift, at: datetime, accuracy: fl
         ("drift_psi_max", target, drift.psi_max),
         ("drift_ks_max", target, drift.ks_max),
         ("drift_share", target, drift.share),
-        *((f"drift_psi:{name}"[:64], target, value) for name, value in drift.psi.items()),
+        *((psi_metric(name), target, value) for name, value in drift.psi.items()),
     ]
     if drift.js_outputs is not None:
         points.append(("drift_js_outputs", target, drift.js_outputs))

@@ -230,7 +230,7 @@ def write_samples(samples: list[dict]) -> None:
         if version is None:
             dropped += 1
             continue
-        layout = layouts.setdefault(version.pk, Layout(version))
+        layout = layouts.get(version.pk) or layouts.setdefault(version.pk, Layout(version))
         try:
             inputs = parse_infer_body(sample["request_body"], sample.get("binary_header_length"), "inputs")
             outputs = parse_infer_body(sample["response_body"], sample.get("response_binary_header_length"), "outputs")

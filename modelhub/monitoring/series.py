@@ -51,6 +51,13 @@ DEPLOYMENT_METRICS = (
     "compute_output_ms",
 )
 # Per-feature PSI goes under "drift_psi:<feature>" (accepted where its points exist).
+
+
+def psi_metric(feature: str) -> str:
+    """The series of one feature's PSI (a metric name holds 64 characters)."""
+    return f"drift_psi:{feature}"[:64]
+
+
 DRIFT_METRICS = ("drift_psi_max", "drift_ks_max", "drift_js_outputs", "drift_share", "live_accuracy")
 KNOWN_METRICS: dict[str, tuple[str, ...]] = {
     "server": SERVER_METRICS,

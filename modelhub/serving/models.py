@@ -135,3 +135,11 @@ class DeploymentTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment}: {self.from_state} -> {self.to_state}"
+
+
+def triton_model_name(model: str, version: int) -> str:
+    """The name Triton serves `version` of `model` under, for the checks and the gateway.
+
+    Today the reconciler loads every version of a model under the model's own name;
+    per-version names (versions whose configs differ, side by side for a canary) start here."""
+    return model

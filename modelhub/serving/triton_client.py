@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.http._utils import _raise_if_error  # tritonclient's own reading of Triton's {"error": ...}
 from tritonclient.utils import InferenceServerException
 
+from modelhub.lib.urls import hide_credentials
+
 
 class TritonError(Exception):
     """A Triton call failed. `status` is Triton's HTTP status where it answered."""
@@ -263,7 +265,7 @@ class TritonClient:
             detail = str(exc) or type(exc).__name__
             if isinstance(exc, (TimeoutError, gevent.Timeout)) or "timed out" in detail:
                 detail = f"no answer within {timeout:g} s ({detail})"
-            raise TritonUnavailable(self.server_name, call, f"{self.base_url}: {detail}") from exc
+            raise TritonUnavailable(self.server_name, call, f"{hide_credentials(self.base_url)}: {detail}") from exc
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -445,6 +447,7 @@ class TritonClient:
         if not self.metrics_url:
             raise TritonError(self.server_name, call, "the server has no metrics URL configured")
         timeout = timeout or self.timeout
+        shown = hide_credentials(self.metrics_url)  # what errors may name
         parts = urlsplit(self.metrics_url)
         hostport, ssl = _hostport(self.metrics_url)
         host, port = hostport.rsplit(":", 1)
@@ -455,7 +458,7 @@ class TritonClient:
                 response = connection.getresponse()
                 body = response.read()
         except (OSError, TimeoutError, gevent.Timeout, http.client.HTTPException) as exc:
-            raise TritonUnavailable(self.server_name, call, f"{self.metrics_url}: {exc or type(exc).__name__}") from exc
+            raise TritonUnavailable(self.server_name, call, f"{shown}: {exc or type(exc).__name__}") from exc
         finally:
             connection.close()
         if 300 <= response.status < 400:
@@ -463,15 +466,18 @@ class TritonClient:
             raise TritonError(
                 self.server_name,
                 call,
-                f"{self.metrics_url} answered HTTP {response.status} redirecting to {location!r}: redirects are "
+                f"{shown} answered HTTP {response.status} redirecting to {location!r}: redirects are "
                 "not followed; set the server's metrics URL to the metrics endpoint itself",
                 str(response.status),
             )
         if response.status != 200:
             raise TritonError(
-                self.server_name, call, f"HTTP {response.status} from {self.metrics_url}", str(response.status)
+                self.server_name,
+                call,
+                f"HTTP {response.status} from {shown}",
+                str(response.status),
             )
         try:
             return list(text_string_to_metric_families(body.decode("utf-8", "replace")))
         except ValueError as exc:
-            raise TritonError(self.server_name, call, f"unparseable metrics from {self.metrics_url}: {exc}") from exc
+            raise TritonError(self.server_name, call, f"unparseable metrics from {shown}: {exc}") from exc

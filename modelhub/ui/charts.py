@@ -54,6 +54,7 @@ from modelhub.monitoring.series import (
     Bucket,
     bucket_width,
     floor_seconds,
+    psi_metric,
     rolled_up_through,
     source_for,
 )
@@ -457,11 +458,6 @@ def _drift_hint() -> str:
         f"the drift pass runs every {settings.DRIFT_WINDOW_S / 3600:g} h over sampled requests: set "
         "MODELHUB_GATEWAY_SAMPLE_RATE or POST prediction logs"
     )
-
-
-def psi_metric(feature: str) -> str:
-    """The series of one feature's PSI, named as drift_tasks names it (a metric holds 64 characters)."""
-    return f"drift_psi:{feature}"[:64]
 
 
 def latest_drift(version: ModelVersion) -> CheckResult | None:

@@ -3,18 +3,8 @@ the number of firing alerts in the navigation (one COUNT, only when a page rende
 
 from django.utils.functional import SimpleLazyObject
 
-from modelhub.access.roles import ROLES
+from modelhub.access.roles import role_name
 from modelhub.ui.access import Can
-
-
-def _role_name(user) -> str:
-    if user is None or not user.is_authenticated:
-        return ""
-    if user.is_superuser:
-        return "admin"
-    names = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
-    # The strongest role shown: ROLES runs from least to most.
-    return next((r for r in reversed(ROLES) if r in names), "no role")
 
 
 def _firing_count() -> int:
@@ -28,6 +18,6 @@ def ui(request) -> dict:
     signed_in = user is not None and user.is_authenticated
     return {
         "can": Can(user),
-        "user_role": SimpleLazyObject(lambda: _role_name(user)),
+        "user_role": SimpleLazyObject(lambda: role_name(user)),
         "nav_firing_alerts": SimpleLazyObject(_firing_count) if signed_in else 0,
     }

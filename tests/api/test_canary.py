@@ -82,7 +82,7 @@ def test_abort_sends_everything_back_to_the_alias_version(models, client_with):
     [
         ({"version": 2, "weight": 0}, "weight", "greater than or equal to 1"),
         ({"version": 2, "weight": 100}, "weight", "less than or equal to 99"),
-        ({"version": 2, "weight": "10"}, "weight", ""),
+        ({"version": 2, "weight": "10"}, "weight", "A valid integer is required"),
         ({"weight": 10}, "version", "required"),
         ({"version": 9, "weight": 10}, "version", "model 'digits' has no version 9"),
         ({"version": 1, "weight": 10}, "version", "digits@production already points at v1: pick another version"),

@@ -88,11 +88,16 @@ def test_write_samples_parses_infer_bodies_into_features_and_predicted_classes(d
     assert Layout(digits).output_names == ["label", "probabilities.class"]
 
 
-def test_a_sample_that_cannot_be_read_is_dropped_not_raised(digits):
+def test_a_sample_that_cannot_be_read_is_dropped_not_raised_and_its_batch_is_kept(digits):
     body, header_length = infer_bodies(np.zeros((1, 3), np.float32), False)  # 3 values, the schema says 64
+    good, good_length = infer_bodies(np.ones((1, 64), np.float32), False)
     write_samples([{"time": START, "model": "digits", "version": 1, "request_id": "bad", "request_body": body,
-                    "binary_header_length": header_length, "response_body": b"{}"}])  # fmt: skip
-    assert not SampleBlock.objects.exists()
+                    "binary_header_length": header_length, "response_body": b"{}"},
+                   {"time": START, "model": "digits", "version": 1, "request_id": "good", "request_body": good,
+                    "binary_header_length": good_length,
+                    "response_body": response_body(np.array([[3]]), np.eye(10, dtype=np.float32)[[3]])}])  # fmt: skip
+    (block,) = SampleBlock.objects.all()
+    assert block.count == 1 and block.request_ids == ["good"]
 
 
 def test_digits_fed_its_own_data_shows_no_drift_and_mails_nobody(digits, rules, smtp):  # noqa: F811

@@ -14,12 +14,12 @@ from django.utils import timezone
 
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import AuditEvent, Source
+from modelhub.lib.urls import hide_credentials
 from modelhub.monitoring.models import CheckKind, CheckResult, Status
 from modelhub.registry.models import Model, ModelVersion
 from modelhub.registry.services import register_upload
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.triton_client import TritonClient
-from modelhub.ui.forms.servers import hide_credentials
 from modelhub.ui.views.servers import Served, compare_served
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 
@@ -517,3 +517,29 @@ def test_only_an_admin_may_create_edit_or_delete(client_as, role):
     srv.refresh_from_db()
     assert list(InferenceServer.objects.values_list("name", flat=True)) == ["gpu-a"]
     assert srv.base_url == CLOSED_URL and not AuditEvent.objects.exists()
+
+
+def test_triton_errors_never_carry_a_password_registered_in_the_url():
+    from modelhub.serving.triton_client import TritonClient, TritonUnavailable
+
+    client = TritonClient("gpu-a", "http://ops:hunter2@127.0.0.1:9", "http://ops:hunter2@127.0.0.1:9/metrics")
+    for call in (client.server_metadata, client.scrape_metrics):
+        with pytest.raises(TritonUnavailable) as raised:
+            call()
+        assert "hunter2" not in str(raised.value) and "***@127.0.0.1:9" in str(raised.value)
+
+
+def test_an_error_stored_with_a_password_is_masked_on_every_page_that_shows_it(client_as, upload):
+    url = "http://ops:hunter2@127.0.0.1:9"
+    srv = server(base_url=url, last_error=f"{url}: connection refused")
+    version = upload()
+    deployment = deploy_row(version, srv, observed=ObservedState.FAILED, last_error=f"load failed: {url}: refused")
+    client = client_as("viewer")
+    pages = [
+        reverse("ui:overview"),
+        reverse("ui:model-detail", args=[version.model.name]),
+        reverse("ui:deployment-detail", args=[deployment.pk]),
+    ]
+    for page in pages:
+        html = client.get(page).content.decode()
+        assert "hunter2" not in html and "***@127.0.0.1:9" in html, page

@@ -1,6 +1,6 @@
 """What every check of a deployment puts on its Result."""
 
-from modelhub.serving.models import Deployment
+from modelhub.serving.models import Deployment, triton_model_name
 
 
 def deployment_fields(deployment: Deployment) -> dict:
@@ -9,4 +9,5 @@ def deployment_fields(deployment: Deployment) -> dict:
 
 def triton_name(deployment: Deployment) -> tuple[str, int]:
     """The Triton model name and version number a deployment is served as."""
-    return deployment.version.model.name, deployment.version.number
+    version = deployment.version
+    return triton_model_name(version.model.name, version.number), version.number

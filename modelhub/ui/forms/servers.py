@@ -5,13 +5,12 @@ The form only validates; `serving.services.create_server / update_server` write
 (and run the model's own validators once more, whose errors the view puts back here).
 """
 
-import re
-
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from modelhub.api.fields import HTTP_URL, NO_NUL
+from modelhub.lib.urls import hide_credentials
 from modelhub.serving.models import InferenceServer, server_name_validator, validate_absolute_path
 
 URL_MESSAGE = "must be an http:// or https:// URL with a host name"  # the API's words
@@ -20,16 +19,6 @@ http_url_validator = RegexValidator(HTTP_URL, URL_MESSAGE)
 # The API's limits on labels and backends (ServerSerializer).
 MAX_WORDS = 50
 MAX_WORD_LENGTH = 100
-
-
-# The user:password@ of a URL, wherever it appears: in a URL field or inside an error
-# text (TritonClient's errors name the base URL as registered).
-_CREDENTIALS = re.compile(r"(?<=://)[^/@\s'\"]+@")
-
-
-def hide_credentials(text: str) -> str:
-    """`http://user:secret@host:8000` shown as `http://***@host:8000`: pages never show a password."""
-    return _CREDENTIALS.sub("***@", text)
 
 
 def _help(field: str) -> str:

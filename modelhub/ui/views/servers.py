@@ -17,13 +17,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from modelhub.access.roles import Scope
+from modelhub.lib.urls import hide_credentials
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.services import InUse, NameTaken
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.services import create_server, delete_server, update_server
 from modelhub.serving.triton_client import TritonClient, TritonError
 from modelhub.ui.access import require_scope, ui_actor
-from modelhub.ui.forms.servers import ServerForm, hide_credentials
+from modelhub.ui.forms.servers import ServerForm
 from modelhub.ui.paging import keyset_page
 
 SERVERS_PER_PAGE = 50
