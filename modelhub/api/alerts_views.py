@@ -37,7 +37,7 @@ from modelhub.alerts.services import (
     unsilence,
     update_rule,
 )
-from modelhub.api.fields import Name
+from modelhub.api.fields import Name, StrictFloat
 from modelhub.api.filters import BooleanFilter, ChoiceFilter
 from modelhub.api.models import Scope as ApiScope
 from modelhub.api.permissions import allowed_model_ids
@@ -158,6 +158,7 @@ class SilenceSerializer(serializers.Serializer):
 
 class AlertRuleSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:alert-rule-detail")
+    threshold = StrictFloat(required=False, allow_null=True, help_text=AlertRule._meta.get_field("threshold").help_text)
     model = Name(
         slug_field="name",
         queryset=Model.objects.all(),

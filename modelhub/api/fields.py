@@ -73,9 +73,24 @@ class StrictInteger(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictFloat(serializers.FloatField):
+    """A number: true and false are not 1.0 and 0.0."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class Name(serializers.SlugRelatedField):
     """Another object named by its `slug_field`. A name Postgres cannot hold (NUL)
-    is not found, like any other unknown name, rather than failing the lookup."""
+    is not found, like any other unknown name, rather than failing the lookup. An
+    empty name is not a name (DRF would read it as null): null says "none"."""
+
+    def run_validation(self, data=serializers.empty):
+        if data == "":
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().run_validation(data)
 
     def to_internal_value(self, data):
         if isinstance(data, str) and "\x00" in data:

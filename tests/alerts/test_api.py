@@ -173,6 +173,11 @@ def test_rule_validation_names_the_field(world, rules):
         body = {"name": "nul", "signal": "server_down", "scope": "server", field: value}
         answer = client.post("/api/v1/alert-rules/", body, format="json")
         assert answer.status_code == 400 and field in answer.json()["error"]["fields"], answer.content
+    # What the schema refuses, the API refuses: an empty name is not "none", false is not 0.
+    for field, value in (("model", ""), ("server", ""), ("threshold", False)):
+        body = {"name": "strict", "signal": "latency_p95", field: value}
+        answer = client.post("/api/v1/alert-rules/", body, format="json")
+        assert answer.status_code == 400 and field in answer.json()["error"]["fields"], answer.content
 
 
 def test_a_restricted_token_writes_its_models_rules_only(world, rules):
