@@ -12,6 +12,7 @@ Set MODELHUB_SCHEMATHESIS_SEED to replay a run (the output prints its seed).
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +85,9 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(live_server, tmp
     ]
     if os.environ.get("MODELHUB_SCHEMATHESIS_SEED"):
         command += ["--seed", os.environ["MODELHUB_SCHEMATHESIS_SEED"]]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    # Extra options for a run by hand, e.g. "--report har --report-dir /tmp/st" for timings.
+    command += shlex.split(os.environ.get("MODELHUB_SCHEMATHESIS_ARGS", ""))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=tmp_path)
     output = result.stdout + result.stderr
     print(output[-4000:])  # the summary, shown with -s or on failure
     assert result.returncode == 0, output[-30_000:]
