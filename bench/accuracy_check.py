@@ -99,12 +99,12 @@ def main() -> int:
 
 
 def run(tmp: Path, args: argparse.Namespace) -> int:
+    from devtools.local_triton import LocalTriton
     from modelhub.audit.actors import Actor
     from modelhub.audit.models import Source
     from modelhub.demo.artifacts import build_demo_versions
     from modelhub.registry.evaluation import attach_evaluation_set
     from modelhub.registry.services import get_or_create_model, register_version
-    from modelhub.serving.local_triton import LocalTriton
     from modelhub.serving.models import Deployment, InferenceServer, ObservedState
     from modelhub.serving.services import request_deploy
 

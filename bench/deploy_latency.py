@@ -149,10 +149,10 @@ def main() -> int:
 
 
 def run(tmp: Path, args: argparse.Namespace) -> int:
+    from devtools.local_triton import LocalTriton
     from modelhub.audit.actors import Actor
     from modelhub.audit.models import Source
     from modelhub.registry.services import get_or_create_model, register_version
-    from modelhub.serving.local_triton import LocalTriton
     from modelhub.serving.models import InferenceServer
 
     actor = Actor(source=Source.CLI)

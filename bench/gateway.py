@@ -71,7 +71,7 @@ def main() -> int:
 
 
 def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> int:
-    from modelhub.serving.local_triton import LocalTriton
+    from devtools.local_triton import LocalTriton
 
     log("starting a local Triton")
     triton = LocalTriton(tmp / "triton").start(timeout=120)

@@ -11,7 +11,7 @@ import pytest
 from django.core.servers.basehttp import ThreadedWSGIServer
 from django.test.testcases import LiveServerThread
 
-from modelhub.serving.local_triton import LocalTriton
+from devtools.local_triton import LocalTriton
 
 
 class NoDelayWSGIServer(ThreadedWSGIServer):

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from modelhub.serving.local_triton import free_port
+from devtools.local_triton import free_port
 
 RUN = Path(__file__).resolve().parents[2] / "scripts" / "run"
 
@@ -62,7 +62,7 @@ def test_a_killed_local_triton_is_started_again_on_the_same_port_and_stopped_wit
     url = f"http://127.0.0.1:{http}"
     supervisor = keep_running(
         "local Triton", 1, tmp_path / "triton.log",
-        sys.executable, "-m", "modelhub.serving.local_triton", "--workdir", str(tmp_path / "triton"),
+        sys.executable, "-m", "devtools.local_triton", "--workdir", str(tmp_path / "triton"),
         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
     )  # fmt: skip
     try:

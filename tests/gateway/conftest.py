@@ -14,12 +14,12 @@ import uvicorn
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
+from devtools.local_triton import free_port
 from modelhub.api.tokens import issue_token
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source
 from modelhub.gateway.app import create_app
 from modelhub.registry.services import get_or_create_model, move_alias, register_version
-from modelhub.serving.local_triton import free_port
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 

@@ -11,9 +11,9 @@ import requests
 import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
+from devtools.local_triton import free_port
 from modelhub.api.tokens import revoke_token
 from modelhub.registry.services import move_alias
-from modelhub.serving.local_triton import free_port
 from modelhub.serving.models import InferenceServer
 from tests.gateway.conftest import ACTOR, MODEL, mark_loaded
 

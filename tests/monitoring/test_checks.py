@@ -7,10 +7,10 @@ import time
 import pytest
 import tritonclient.http as triton_http
 
+from devtools.local_triton import free_port
 from modelhub.monitoring.checks.latency import probe_latency
 from modelhub.monitoring.models import CheckKind, CheckResult, Point, Status
 from modelhub.monitoring.passes import run_pass
-from modelhub.serving.local_triton import free_port
 from modelhub.serving.models import Deployment, InferenceServer, ObservedState
 from modelhub.serving.services import request_deploy
 from modelhub.serving.triton_client import TritonClient

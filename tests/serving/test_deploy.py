@@ -146,7 +146,7 @@ def test_failed_load_stores_tritons_error_and_keeps_other_versions_serving(
 
 
 def test_deploy_to_a_server_that_is_down_records_which_server_and_why(actor, doubler_zip, manifest):
-    from modelhub.serving.local_triton import free_port
+    from devtools.local_triton import free_port
 
     server = InferenceServer.objects.create(name="gone", base_url=f"http://127.0.0.1:{free_port()}")
     version = register(actor, doubler_zip(2), manifest, "nowhere")

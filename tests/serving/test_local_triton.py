@@ -1,4 +1,4 @@
-"""Tests of modelhub.serving.local_triton against a real tritonserver.
+"""Tests of devtools.local_triton against a real tritonserver.
 
 Run: python -m pytest tests/serving/test_local_triton.py -p no:django -q
 """
@@ -21,7 +21,7 @@ import pytest
 import requests
 import tritonclient.http as httpclient
 
-from modelhub.serving.local_triton import (
+from devtools.local_triton import (
     SHM_DIR,
     SHM_PREFIX,
     LocalTriton,
@@ -243,7 +243,7 @@ def test_cli_runs_until_sigint(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "modelhub.serving.local_triton",
+            "devtools.local_triton",
             "--workdir",
             str(tmp_path / "triton"),
             "--http-port",

@@ -11,7 +11,7 @@ benchmarks all use it.
 
 Command line (foreground until SIGINT/SIGTERM)::
 
-    python -m modelhub.serving.local_triton --workdir var/triton \\
+    python -m devtools.local_triton --workdir var/triton \\
         --http-port 8000 --grpc-port 8001 --metrics-port 8002
 
 Layout of ``workdir``:
@@ -549,7 +549,7 @@ def _shm_regions_of(proc: psutil.Process) -> set[str]:
 # -- command line ---------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modelhub.serving.local_triton",
+        prog="python -m devtools.local_triton",
         description="Run a local Triton Inference Server in the foreground.",
     )
     parser.add_argument("--workdir", type=Path, default=Path("var/triton"))

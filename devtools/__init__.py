@@ -1,0 +1,1 @@
+"""Development tooling: never imported by ModelHub's apps, left out of the production image."""
