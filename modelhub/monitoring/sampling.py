@@ -347,10 +347,12 @@ def record_labels(model, labels: Iterable[tuple[str, str]], actor: Actor) -> int
 def prune_samples(now: datetime | None = None) -> int:
     """Delete blocks past MONITORING_SAMPLE_RETENTION_DAYS (and labels past it); the blocks deleted."""
     from modelhub.monitoring.models import PredictionLabel
+    from modelhub.serving.retention import delete_older_than
 
     cutoff = (now or timezone.now()) - timedelta(days=settings.MONITORING_SAMPLE_RETENTION_DAYS)
-    deleted, _ = SampleBlock.objects.filter(last_time__lt=cutoff).delete()
-    PredictionLabel.objects.filter(created_at__lt=cutoff).delete()
+    batch = settings.RETENTION_BATCH_SIZE
+    deleted = delete_older_than(SampleBlock, cutoff, batch, field="last_time")
+    delete_older_than(PredictionLabel, cutoff, batch)
     return deleted
 
 

@@ -34,11 +34,14 @@ class Expired:
     audit_events: int
 
 
-def delete_older_than(model: type[models.Model], cutoff: datetime, batch_size: int) -> int:
-    """Delete `model` rows created before `cutoff`, `batch_size` at a time; return how many."""
+def delete_older_than(model: type[models.Model], cutoff: datetime, batch_size: int, field: str = "created_at") -> int:
+    """Delete `model` rows whose `field` is before `cutoff`, `batch_size` at a time; return how many.
+
+    Batches keep each transaction (and its locks and WAL) short on a big table."""
     deleted = 0
+    older = {f"{field}__lt": cutoff}
     while True:
-        ids = list(model.objects.filter(created_at__lt=cutoff).order_by().values_list("pk", flat=True)[:batch_size])
+        ids = list(model.objects.filter(**older).order_by().values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
         with transaction.atomic():
