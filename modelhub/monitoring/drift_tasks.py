@@ -115,16 +115,21 @@ def live_accuracy(version: ModelVersion, layout: Layout, end: datetime) -> float
     """The share of labelled samples (of the lookback before `end`) whose predicted class is the label."""
     if layout.class_output is None:
         return None
-    predicted: dict[str, float] = {}
-    for _, ids, _, outputs in iter_blocks(version.pk, end - LIVE_ACCURACY_LOOKBACK, end, with_ids=True):
-        predicted.update(zip(ids, outputs[:, layout.class_output].tolist(), strict=True))
-    if not predicted:
-        return None
-    labels = PredictionLabel.objects.filter(model_id=version.model_id, request_id__in=list(predicted)).values_list(
-        "request_id", "label"
+    start = end - LIVE_ACCURACY_LOOKBACK
+    # A label comes after its prediction, so the lookback's labels were all written since its
+    # start: one indexed range read, instead of the day's request ids in one huge IN list.
+    labels = dict(
+        PredictionLabel.objects.filter(model_id=version.model_id, created_at__gte=start).values_list(
+            "request_id", "label"
+        )
     )
+    if not labels:
+        return None
     names = layout.class_labels or []
-    hits = [_matches(predicted[rid], label, names) for rid, label in labels]
+    hits = []
+    for _, ids, _, outputs in iter_blocks(version.pk, start, end, with_ids=True):
+        classes = outputs[:, layout.class_output].tolist()
+        hits.extend(_matches(c, labels[rid], names) for rid, c in zip(ids, classes, strict=True) if rid in labels)
     return float(np.mean(hits)) if hits else None
 
 
