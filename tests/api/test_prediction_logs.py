@@ -110,12 +110,20 @@ def test_empty_lists_store_nothing_and_an_empty_reference_falls_back_to_the_eval
 
 
 @pytest.mark.parametrize(
-    "url",
-    [PREDICTIONS, "/api/v1/models/digits/labels/", "/api/v1/models/digits/versions/1/reference/"],
+    ("url", "write"),
+    [
+        (PREDICTIONS, "POST"),
+        ("/api/v1/models/digits/labels/", "POST"),
+        ("/api/v1/models/digits/versions/1/reference/", "PUT"),
+    ],
 )
-def test_options_describes_each_endpoint(digits, client_with, url):
+def test_options_describes_each_endpoint(digits, client_with, url, write):
     response = client_with("upload").options(url)
     assert response.status_code == 200, response.content
+    assert write in response["Allow"]
+    described = response.json()
+    assert described["name"] and described["description"]
+    assert "application/json" in described["parses"]
 
 
 @pytest.mark.parametrize("body", [[None], [1], ["x"], [[]], {}, "x", None, [{"request_id": None}]])
