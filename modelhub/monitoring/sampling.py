@@ -80,7 +80,9 @@ class Layout:
     @staticmethod
     def _output(spec: dict) -> TensorColumns:
         dims = tuple(served_dims(spec["dims"]))
-        return TensorColumns(spec["name"], spec["datatype"], dims, output_is_scores(spec["datatype"], dims))
+        # Per-class scores have a fixed class count; a variable-length output ([-1]) is values.
+        scores = output_is_scores(spec["datatype"], dims) and all(d > 0 for d in dims)
+        return TensorColumns(spec["name"], spec["datatype"], dims, scores)
 
     @staticmethod
     def _feature_names(tensor: TensorColumns) -> list[str]:
