@@ -58,7 +58,8 @@ def plain_loop(url: str, model: str, version: int, features: np.ndarray, labels:
             batch = features[start : start + BATCH]
             tensor = triton_http.InferInput("input", list(batch.shape), "FP32")
             tensor.set_data_from_numpy(batch, binary_data=True)
-            result = client.infer(model, [tensor], model_version=str(version), outputs=requested)
+            # Triton's own name of the version (serving.models.triton_model_name)
+            result = client.infer(f"{model}__v{version}", [tensor], model_version=str(version), outputs=requested)
             answers.append(result.as_numpy("label"))
         accuracy = float(np.mean(np.concatenate(answers)[:, 0] == labels))
     finally:

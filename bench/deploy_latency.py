@@ -101,7 +101,8 @@ def undeploy(version, server, actor, http: requests.Session) -> None:
     from modelhub.serving.services import request_undeploy
 
     (deployment,) = request_undeploy(version, [server], actor)
-    wait_until(lambda: not model_ready(http, server.base_url, MODEL), TIMEOUT_S, f"{MODEL} unloaded on Triton")
+    name = f"{MODEL}__v{version.number}"  # the version's own Triton name
+    wait_until(lambda: not model_ready(http, server.base_url, name), TIMEOUT_S, f"{name} unloaded on Triton")
     observed = Deployment.objects.values_list("observed", flat=True).get(pk=deployment.pk)
     if observed != ObservedState.UNLOADED:
         log(f"note: after undeploy of {version}, Triton no longer serves it but the deployment reads {observed!r}")

@@ -8,8 +8,9 @@ real local Triton:
 * registers a trivial python-backend model (doubles a 4-element FP32 tensor, where
   the gateway's overhead shows most), deploys it through ModelHub (the reconciler,
   eager) and points its ``production`` alias at it;
-* starts the gateway as ModelHub runs it (``python -m modelhub.gateway``: uvicorn,
-  uvloop, httptools, one process) with token auth, and an API token with ``infer``;
+* starts the gateway as ModelHub runs it (``python -m modelhub.gateway``: its own
+  HTTP server on uvloop and httptools, one process unless ``--gateway-workers``) with
+  token auth, and an API token with ``infer``;
 * drives both with the same load generator: one uvloop process holding N keep-alive
   connections, each sending a pre-built binary infer request (tritonclient's body
   and Inference-Header-Content-Length) and reading the answer by Content-Length,
@@ -19,7 +20,9 @@ real local Triton:
 
 Last line: ``gateway_throughput_ratio_c8`` (gateway req/s / direct req/s at
 concurrency 8) and ``gateway_added_p50_ms`` (gateway p50 - direct p50 at
-concurrency 1), plus the raw figures. Targets: ratio >= 0.8, added p50 <= 1 ms.
+concurrency 1), plus the raw figures and ``gateway_cpu_us_per_request_c1/_c8`` (the
+gateway processes' CPU time per request: on a shared machine the steadier figure of
+the gateway's own cost). Targets: ratio >= 0.8, added p50 <= 1 ms.
 """
 
 from __future__ import annotations
@@ -62,8 +65,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="direct/gateway pairs per concurrency")
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder and the database")
+    parser.add_argument(
+        "--database", default="modelhub_bench_gateway", help="the scratch database's name (runs side by side)"
+    )
     args = parser.parse_args()
-    with workdir("gateway", keep=args.keep) as tmp, scratch_database("modelhub_bench_gateway", keep=args.keep) as db:
+    with workdir("gateway", keep=args.keep) as tmp, scratch_database(args.database, keep=args.keep) as db:
         env = bench_env(db, tmp / "var", CELERY_TASK_ALWAYS_EAGER="1")
         setup_django(env)
         migrate()
@@ -82,7 +88,7 @@ def run(tmp: Path, env: dict[str, str], args: argparse.Namespace) -> int:
         token = create_token(user.username, scopes="infer", name="bench-infer")
         port = free_port()
         gateway = start_gateway(env, port, args.gateway_workers)
-        figures = measure(triton.http_url, f"http://127.0.0.1:{port}", token, args)
+        figures = measure(triton.http_url, f"http://127.0.0.1:{port}", token, args, gateway.pid)
     finally:
         if gateway is not None:
             gateway.terminate()
@@ -134,7 +140,7 @@ def start_gateway(env: dict[str, str], port: int, workers: int) -> subprocess.Po
         time.sleep(0.1)
 
 
-def infer_request(base_url: str, token: str | None) -> tuple[str, int, bytes]:
+def infer_request(base_url: str, token: str | None, model: str = MODEL) -> tuple[str, int, bytes]:
     import numpy as np
     import tritonclient.http as triton_http
 
@@ -146,15 +152,19 @@ def infer_request(base_url: str, token: str | None) -> tuple[str, int, bytes]:
     host, port = base_url.removeprefix("http://").split(":")
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     head = (
-        f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+        f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
         f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {header_length}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return host, int(port), head.encode() + body
 
 
-def measure(direct_url: str, gateway_url: str, token: str, args) -> dict:
-    targets = {"direct": infer_request(direct_url, None), "gateway": infer_request(gateway_url, token)}
+def measure(direct_url: str, gateway_url: str, token: str, args, gateway_pid: int) -> dict:
+    from modelhub.serving.models import triton_model_name
+
+    # Direct to Triton: the name Triton serves version 1 under.
+    direct = infer_request(direct_url, None, triton_model_name(MODEL, 1))
+    targets = {"direct": direct, "gateway": infer_request(gateway_url, token)}
     for name, target in targets.items():  # warm up both, and check both answer
         drive(target, 4, 1.0)
         log(f"{name}: warmed up")
@@ -162,7 +172,10 @@ def measure(direct_url: str, gateway_url: str, token: str, args) -> dict:
     for concurrency in (1, 8):
         for _ in range(args.rounds):
             for name, target in targets.items():
+                cpu_before = _cpu_seconds(gateway_pid)
                 result = drive(target, concurrency, args.seconds)
+                # The gateway's own CPU per request: steadier than the ratio on a shared machine.
+                result["cpu_us"] = (_cpu_seconds(gateway_pid) - cpu_before) / (result["rps"] * args.seconds) * 1e6
                 results.setdefault((name, concurrency), []).append(result)
                 log(f"{name} c={concurrency}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.3f} ms")
 
@@ -181,7 +194,17 @@ def measure(direct_url: str, gateway_url: str, token: str, args) -> dict:
         "gateway_p50_ms_c1": p50("gateway", 1),
         "gateway_throughput_ratio_c8": rps("gateway", 8) / rps("direct", 8),
         "gateway_added_p50_ms": p50("gateway", 1) - p50("direct", 1),
+        "gateway_cpu_us_per_request_c1": statistics.median(r["cpu_us"] for r in results[("gateway", 1)]),
+        "gateway_cpu_us_per_request_c8": statistics.median(r["cpu_us"] for r in results[("gateway", 8)]),
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of the gateway process and its workers so far."""
+    import psutil
+
+    process = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in (process, *process.children(recursive=True)))
 
 
 def drive(target: tuple[str, int, bytes], concurrency: int, seconds: float) -> dict:

@@ -189,9 +189,10 @@ def undeploy(version, server, actor, http: requests.Session) -> None:
     from modelhub.serving.services import request_undeploy
 
     request_undeploy(version, [server], actor)
-    wait_until(lambda: not model_ready(http, server.base_url, MODEL), TIMEOUT_S, f"{MODEL} unloaded")
-    if server.model_repository:  # the reconciler removes an unloaded model's folder
-        wait_until(lambda: not (Path(server.model_repository) / MODEL).exists(), TIMEOUT_S, f"{MODEL}'s folder gone")
+    name = f"{MODEL}__v{version.number}"  # the version's own Triton name
+    wait_until(lambda: not model_ready(http, server.base_url, name), TIMEOUT_S, f"{name} unloaded")
+    if server.model_repository:  # the reconciler removes an unloaded version's folder
+        wait_until(lambda: not (Path(server.model_repository) / name).exists(), TIMEOUT_S, f"{name}'s folder gone")
 
 
 def time_triton_repository(config: dict, server, http: requests.Session) -> float:

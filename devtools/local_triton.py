@@ -257,7 +257,8 @@ def _stop_all() -> None:
 
 
 class LocalTriton:
-    """One real ``tritonserver`` process on 127.0.0.1, explicit model control.
+    """One real ``tritonserver`` process on 127.0.0.1 (or another loopback ``host``, so
+    that several can share one port, as a fleet behind one DNS name), explicit model control.
 
     Ports left as ``None`` are chosen free when the object is made; they stay
     the same across :meth:`restart`. ``extra_args`` are appended to the
@@ -274,8 +275,10 @@ class LocalTriton:
         *,
         extra_args: list[str] | tuple[str, ...] = (),
         die_with_parent: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.host = host
         self.repository = self.workdir / "repository"
         self.backends_dir = self.workdir / "backends"
         self.log_path = Path(log_path) if log_path else self.workdir / "triton.log"
@@ -295,16 +298,16 @@ class LocalTriton:
     # -- addresses -------------------------------------------------------
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
         """``host:port`` as ``tritonclient.grpc`` wants it."""
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{self.host}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -323,9 +326,9 @@ class LocalTriton:
             f"--model-repository={self.repository}",
             "--model-control-mode=explicit",
             f"--backend-directory={self.backends_dir}",
-            "--http-address=127.0.0.1",
-            "--grpc-address=127.0.0.1",
-            "--metrics-address=127.0.0.1",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",

@@ -9,14 +9,44 @@ A value that cannot be used stops the start with ImproperlyConfigured naming
 the variable: a silently ignored typo is worse than a refusal to start.
 """
 
+import contextlib
+import importlib.util
+import ipaddress
+import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class _SecretFiles(environ.FileAwareMapping):
+    """The environment, where X_FILE=/run/secrets/x stands for X (Docker and Kubernetes secrets).
+
+    Every variable read through `env` may come from a file this way, so secrets (the secret
+    key, DATABASE_URL, EMAIL_URL, the broker URL, tokens) need not sit in the environment,
+    where `ps e` and crash reports show them. The file's trailing newline is not part of the
+    value (`echo secret > file` writes one).
+    """
+
+    def __getitem__(self, key):
+        path = self.env.get(key + "_FILE")
+        if not path:
+            return self.env[key]
+        if self.env.get(key):  # set empty counts as unset
+            raise ImproperlyConfigured(f"both {key} and {key}_FILE are set: set only one of them")
+        try:
+            return super().__getitem__(key).rstrip("\r\n")
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{key}_FILE={path!r} cannot be read: {exc.strerror or exc}") from exc
+
+
 env = environ.Env()
+env.ENVIRON = _SecretFiles()
 
 
 def _read(name: str, reader, default):
@@ -27,6 +57,12 @@ def _read(name: str, reader, default):
         raise
     except Exception as exc:  # environ raises ValueError, KeyError, … by type
         raise ImproperlyConfigured(f"{name}={env.str(name, default='')!r} is not valid: {exc}") from exc
+
+
+def _secret(name: str, default: str = "") -> str:
+    # Not env.str: django-environ reads a value that starts with "$" as the name of another
+    # variable to use instead, so a random key like "$k9…" would silently become "".
+    return env.ENVIRON.get(name) or default
 
 
 def _strict_bool(name: str, default: bool) -> bool:
@@ -52,15 +88,77 @@ def _url_with_scheme(name: str, default: str, schemes: set[str]) -> str:
 
 VAR_DIR = Path(_read("MODELHUB_VAR_DIR", env.str, str(BASE_DIR / "var")))
 
+# --- Production -------------------------------------------------------------
+# One switch: MODELHUB_ENV=production requires a secret key and allowed hosts, turns HTTPS
+# on (secure cookies, HSTS, redirect to https) and logs JSON lines. Unset ("local"), the
+# demo runs as before on plain http://127.0.0.1 with nothing to configure.
+MODELHUB_ENV = _read("MODELHUB_ENV", env.str, "local")
+if MODELHUB_ENV not in ("local", "production"):
+    raise ImproperlyConfigured(f"MODELHUB_ENV={MODELHUB_ENV!r} must be 'local' or 'production'")
+PRODUCTION = MODELHUB_ENV == "production"
 DEBUG = _strict_bool("DJANGO_DEBUG", False)
-SECRET_KEY = _read("DJANGO_SECRET_KEY", env.str, "")
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DJANGO_DEBUG=true with MODELHUB_ENV=production: debug pages show settings and code")
+
+
+def _local_secret_key(path: Path) -> str:
+    """The local run's key: made once, kept in the var folder (0600), the same for every
+    process (web, workers, gateway), so sessions survive restarts. Never a constant in the
+    code, which anyone could use to forge a session cookie."""
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".secret-key-")  # mode 0600
+            try:
+                with os.fdopen(fd, "w") as file:
+                    file.write(get_random_secret_key())
+                # A link, not a rename: of processes starting at once, the first one's key stays.
+                with contextlib.suppress(FileExistsError):
+                    os.link(partial, path)
+            finally:
+                os.unlink(partial)
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"DJANGO_SECRET_KEY is not set and the local key {path} cannot be made or read ({exc}): set the variable"
+        ) from exc
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"the local secret key in {path} is too short: delete the file to make a new one")
+    return key
+
+
+SECRET_KEY = _secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG and _strict_bool("MODELHUB_REQUIRE_SECRET_KEY", False):
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
-    # Local/demo default only; production sets DJANGO_SECRET_KEY (see README).
-    SECRET_KEY = "modelhub-insecure-local-key-change-me"
-ALLOWED_HOSTS = _read("DJANGO_ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1]", "testserver"])
+    # MODELHUB_REQUIRE_SECRET_KEY: the older switch, kept for set-ups that use it.
+    if PRODUCTION or _strict_bool("MODELHUB_REQUIRE_SECRET_KEY", False):
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set in production")
+    SECRET_KEY = _local_secret_key(VAR_DIR / "secret-key")
+ALLOWED_HOSTS = _read(
+    "DJANGO_ALLOWED_HOSTS", env.list, [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"]
+)
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set in production: the host names ModelHub is reached at")
 CSRF_TRUSTED_ORIGINS = _read("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, [])
+
+# HTTPS: on in production. Behind a proxy or load balancer that ends TLS, set
+# MODELHUB_TRUST_X_FORWARDED_PROTO=true (only if that proxy sets the header on every
+# request): without it every request looks like plain http and is redirected for ever.
+HTTPS = _strict_bool("MODELHUB_HTTPS", PRODUCTION)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and _strict_bool("MODELHUB_SSL_REDIRECT", True)
+# Probes and Prometheus speak plain http inside the cluster (paths without the leading /).
+SECURE_REDIRECT_EXEMPT = [r"^healthz(/|$)", r"^metrics$"]
+_hsts_seconds = _read("MODELHUB_HSTS_SECONDS", env.int, 365 * 24 * 3600)  # read (and checked) even when off
+SECURE_HSTS_SECONDS = _hsts_seconds if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("MODELHUB_HSTS_INCLUDE_SUBDOMAINS", True)
+# Preloading is a promise to browsers that is slow to take back: opt in only.
+SECURE_HSTS_PRELOAD = _strict_bool("MODELHUB_HSTS_PRELOAD", False)
+if _strict_bool("MODELHUB_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+if _hsts_seconds < 0:
+    raise ImproperlyConfigured(f"MODELHUB_HSTS_SECONDS={_hsts_seconds} must be at least 0")
+# check --deploy warns about no preload (W021); that choice is made above, on purpose.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -81,10 +179,17 @@ INSTALLED_APPS = [
     "modelhub.alerts",
     "modelhub.api",
     "modelhub.ui",
-    "modelhub.demo",
+    "modelhub.ops",
 ]
+# The demo (sample models, load_demo, ensure_admin) is development tooling: the production
+# image leaves its package out (.dockerignore), and the settings then go on without it.
+if importlib.util.find_spec("modelhub.demo") is not None:
+    INSTALLED_APPS.append("modelhub.demo")
 
 MIDDLEWARE = [
+    # First: every log line of a request carries its id, and every answer is counted.
+    "modelhub.ops.middleware.RequestIdMiddleware",
+    "modelhub.ops.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "modelhub.middleware.RefuseNulInPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -123,6 +228,9 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+# A kept connection is checked before each request or task reuses it: after a database
+# restart the first request opens a new connection instead of failing with a stale one.
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 # SQLite (the default run) serves concurrent writers when: readers never block the writer
 # (WAL), a writer waits for the lock instead of failing at once (timeout, in seconds), and a
 # transaction takes the write lock when it begins (IMMEDIATE). A deferred transaction that
@@ -155,7 +263,9 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     "modelhub.ui.staticfinders.PlotlyFinder",  # vendor/plotly.min.js from the plotly package
 ]
-STATIC_ROOT = VAR_DIR / "staticfiles"
+# collectstatic's output, served by WhiteNoise; the production image collects into its own
+# read-only folder at build time (docker/Dockerfile), outside the var volume.
+STATIC_ROOT = Path(_read("MODELHUB_STATIC_ROOT", env.str, str(VAR_DIR / "staticfiles")))
 
 # Artifacts go through Django's storage API; a local folder by default.
 MEDIA_ROOT = Path(_read("MODELHUB_ARTIFACT_ROOT", env.str, str(VAR_DIR / "artifacts")))
@@ -164,6 +274,36 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Or an S3-compatible bucket (AWS, MinIO, Ceph, …), streamed both ways: modelhub/registry/storage.py.
+ARTIFACT_STORAGE = _read("MODELHUB_ARTIFACT_STORAGE", env.str, "filesystem")
+if ARTIFACT_STORAGE == "s3":
+    _s3_bucket = _read("MODELHUB_S3_BUCKET", env.str, "")
+    if not _s3_bucket:
+        raise ImproperlyConfigured("MODELHUB_S3_BUCKET must be set with MODELHUB_ARTIFACT_STORAGE=s3")
+    _s3_addressing = _read("MODELHUB_S3_ADDRESSING_STYLE", env.str, "auto")
+    if _s3_addressing not in ("auto", "path", "virtual"):
+        raise ImproperlyConfigured(f"MODELHUB_S3_ADDRESSING_STYLE={_s3_addressing!r} must be auto, path or virtual")
+    _s3_endpoint = _read("MODELHUB_S3_ENDPOINT_URL", env.str, "")
+    STORAGES["default"] = {
+        "BACKEND": "modelhub.registry.storage.ArtifactS3Storage",
+        "OPTIONS": {
+            "bucket_name": _s3_bucket,
+            # Empty: AWS itself (the region's endpoint).
+            "endpoint_url": _s3_endpoint and _url_with_scheme("MODELHUB_S3_ENDPOINT_URL", "", {"http", "https"}),
+            "region_name": _read("MODELHUB_S3_REGION", env.str, "") or None,
+            # Empty: boto3's own chain (AWS_ACCESS_KEY_ID, an instance or pod role, …).
+            "access_key": _read("MODELHUB_S3_ACCESS_KEY_ID", env.str, "") or None,
+            "secret_key": _read("MODELHUB_S3_SECRET_ACCESS_KEY", env.str, "") or None,
+            "addressing_style": None if _s3_addressing == "auto" else _s3_addressing,
+            "location": _read("MODELHUB_S3_PREFIX", env.str, "").strip("/"),
+            # As on disk: a name taken gets another (a concurrent upload's cleanup must not
+            # delete the object a committed version points at).
+            "file_overwrite": False,
+            "connect_timeout": _read("MODELHUB_S3_CONNECT_TIMEOUT_S", env.float, 5.0),
+        },
+    }
+elif ARTIFACT_STORAGE != "filesystem":
+    raise ImproperlyConfigured(f"MODELHUB_ARTIFACT_STORAGE={ARTIFACT_STORAGE!r} must be filesystem or s3")
 # Uploads larger than this spill to a temporary file, so the web process never
 # holds an artifact in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -224,6 +364,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # the default queue "celery". Every worker command consumes all of TASK_QUEUE_NAMES
 # (scripts/run, docker/, tests/serving/test_worker.py).
 CELERY_TASK_ROUTES = {
+    "modelhub.serving.discovery_tasks.*": {"queue": "checks"},  # a DNS lookup: never behind a long load
     "modelhub.serving.*": {"queue": "reconcile"},
     "modelhub.monitoring.accuracy_tasks.*": {"queue": "accuracy"},
     "modelhub.monitoring.drift_tasks.*": {"queue": "accuracy"},  # long reads, like accuracy runs
@@ -243,6 +384,10 @@ CELERY_TASK_ANNOTATIONS = ["modelhub.celery.QueueTimeLimits"]
 # One message at a time per worker process: a process busy with a long task does not
 # hold short ones it prefetched (workers also run with -O fair).
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A broker that is down (Redis restarting) is waited for, at start and while running, for
+# as long as it takes: a worker that gave up after 100 tries would stay down after the outage.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 # --- Triton -----------------------------------------------------------------
 # Every Triton call has a timeout: a load can hang forever (shared/TRITON.md).
@@ -254,6 +399,50 @@ TRITON_LOAD_TIMEOUT_S = _read("MODELHUB_TRITON_LOAD_TIMEOUT_S", env.float, 120.0
 MAX_LOAD_BYTES = _read("MODELHUB_MAX_LOAD_BYTES", env.int, 8 * 1024**3)
 # After a failed load, the reconciler waits this long before trying again.
 DEPLOY_RETRY_AFTER_S = _read("MODELHUB_DEPLOY_RETRY_AFTER_S", env.float, 300.0)
+# Networks (CIDRs) Triton and metrics URLs may reach, checked at each connection against
+# every address the host resolves to: a server URL can then not be aimed at the cloud's
+# metadata service or an internal admin port. Empty (the default): any address.
+TRITON_ALLOWED_NETWORKS = []
+for _cidr in _read("MODELHUB_TRITON_ALLOWED_NETWORKS", env.list, []):
+    try:
+        TRITON_ALLOWED_NETWORKS.append(ipaddress.ip_network(_cidr.strip(), strict=False))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"MODELHUB_TRITON_ALLOWED_NETWORKS: {_cidr!r} is not a network: {exc}") from exc
+
+# --- Server discovery (modelhub.serving.discovery: a DNS name standing for several servers) ---
+# How often beat looks for server groups due to be resolved again (each group has its own interval).
+DISCOVERY_INTERVAL_S = _read("MODELHUB_DISCOVERY_INTERVAL_S", env.float, 10.0)
+# One resolution waits at most this long (with MODELHUB_DISCOVERY_DNS_SERVER; the system
+# resolver keeps its own timeouts).
+DISCOVERY_TIMEOUT_S = _read("MODELHUB_DISCOVERY_TIMEOUT_S", env.float, 5.0)
+for _name, _value in (
+    ("MODELHUB_DISCOVERY_INTERVAL_S", DISCOVERY_INTERVAL_S),
+    ("MODELHUB_DISCOVERY_TIMEOUT_S", DISCOVERY_TIMEOUT_S),
+):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name}={_value} must be at least 1 (seconds)")
+
+
+def _dns_server(name: str) -> tuple[str, int] | None:
+    """ "10.96.0.10", "10.96.0.10:53" or "[fd00::a]:53" as (address, port); None when unset."""
+    raw = _read(name, env.str, "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(f"//{raw}")
+        address, port = parts.hostname, parts.port or 53
+        ipaddress.ip_address(address or "")
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not an IP address with an optional port "
+            f"(10.96.0.10, 10.96.0.10:53, [fd00::a]:53): {exc}"
+        ) from None
+    return address, port
+
+
+# A DNS server to ask instead of the system's resolver (getaddrinfo); unset in production,
+# where the system resolver is the cluster's DNS.
+DISCOVERY_DNS_SERVER = _dns_server("MODELHUB_DISCOVERY_DNS_SERVER")
 
 # --- Inference gateway (modelhub.gateway: Triton's protocol in front of the servers) ---
 GATEWAY_PORT = _read("MODELHUB_GATEWAY_PORT", env.int, 8001)
@@ -272,12 +461,15 @@ GATEWAY_ALIAS = _read("MODELHUB_GATEWAY_ALIAS", env.str, "production")
 GATEWAY_SAMPLE_RATE = _read("MODELHUB_GATEWAY_SAMPLE_RATE", env.float, 0.0)
 GATEWAY_SAMPLE_BUFFER = _read("MODELHUB_GATEWAY_SAMPLE_BUFFER", env.int, 10_000)
 GATEWAY_SAMPLE_BATCH = _read("MODELHUB_GATEWAY_SAMPLE_BATCH", env.int, 500)
+# The largest request body the gateway reads (it holds one whole request in memory); past it, 413.
+GATEWAY_MAX_BODY_BYTES = _read("MODELHUB_GATEWAY_MAX_BODY_BYTES", env.int, 256 * 1024**2)
 for _name, _value, _low, _high in (
     ("MODELHUB_GATEWAY_TIMEOUT_S", GATEWAY_TIMEOUT_S, 0.01, None),
     ("MODELHUB_GATEWAY_REFRESH_S", GATEWAY_REFRESH_S, 0.05, None),
     ("MODELHUB_GATEWAY_SAMPLE_RATE", GATEWAY_SAMPLE_RATE, 0.0, 1.0),
     ("MODELHUB_GATEWAY_SAMPLE_BUFFER", GATEWAY_SAMPLE_BUFFER, 1, None),
     ("MODELHUB_GATEWAY_SAMPLE_BATCH", GATEWAY_SAMPLE_BATCH, 1, None),
+    ("MODELHUB_GATEWAY_MAX_BODY_BYTES", GATEWAY_MAX_BODY_BYTES, 1, None),
 ):
     if _value < _low or (_high is not None and _value > _high):
         raise ImproperlyConfigured(f"{_name}={_value} must be between {_low} and {_high or 'any'}")
@@ -368,6 +560,7 @@ RETENTION_BATCH_SIZE = 1000
 # The task is not in a tasks.py module, where autodiscovery would find it.
 CELERY_IMPORTS = [
     "modelhub.serving.retention",
+    "modelhub.serving.discovery_tasks",
     "modelhub.monitoring.accuracy_tasks",
     "modelhub.monitoring.drift_tasks",
 ]
@@ -437,11 +630,30 @@ SPECTACULAR_SETTINGS = {
 LOGIN_URL = "ui:login"
 LOGIN_REDIRECT_URL = "ui:overview"
 LOGOUT_REDIRECT_URL = "ui:login"
+
+# --- Operations: logs, /metrics, /healthz/live, /healthz/ready (modelhub.ops) ----------
+# Logs go to stdout: JSON lines in production (time, level, logger, message, exception,
+# request_id), plain text locally.
+LOG_FORMAT = _read("MODELHUB_LOG_FORMAT", env.str, "json" if PRODUCTION else "plain")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"MODELHUB_LOG_FORMAT={LOG_FORMAT!r} must be 'json' or 'plain'")
+# /metrics is open (it shows counts and names of views and queues, nothing secret) unless
+# this is set: then Prometheus sends it as a Bearer token (bearer_token_file).
+METRICS_TOKEN = _secret("MODELHUB_METRICS_TOKEN")
+# How long /healthz/ready waits for the database and the broker, each.
+READY_TIMEOUT_S = _read("MODELHUB_READY_TIMEOUT_S", env.float, 2.0)
+# A Celery worker serves its own counters (reconciler actions, checks) at this port's /metrics
+# when set: for workers that share no PROMETHEUS_MULTIPROC_DIR with a web process.
+WORKER_METRICS_PORT = _read("MODELHUB_WORKER_METRICS_PORT", env.int, None)
+WORKER_METRICS_HOST = _read("MODELHUB_WORKER_METRICS_HOST", env.str, "0.0.0.0")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "modelhub.lib.jsonlog.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": _read("MODELHUB_LOG_LEVEL", env.str, "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -4,7 +4,9 @@ import os
 import tempfile
 
 # TEST_DATABASE_URL, as scripts/test reads it, also when pytest is run directly.
-os.environ.setdefault("DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelhub"))
+os.environ.setdefault(
+    "DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/modelhub")
+)
 os.environ.setdefault("MODELHUB_VAR_DIR", tempfile.mkdtemp(prefix="modelhub-test-"))
 os.environ.setdefault("CELERY_BROKER_URL", "memory://localhost/")
 

@@ -22,6 +22,7 @@ FLOORS = {
     "alerts": 5,
     "api": 6,
     "ui": 6,
+    "ops": 6,  # probes and /metrics: reads serving, monitoring and alerts at scrape time
     "gateway": 6,  # the inference gateway: reads registry, serving and api (tokens), hands samples to monitoring
     "demo": 7,  # dev tooling: may use anything, and nothing uses it
 }

@@ -183,7 +183,7 @@ def test_a_model_unloaded_behind_modelhubs_back_gives_one_not_ready_email_with_t
 
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
     try:
-        client.unload_model("e2e-unloaded-behind")
+        client.unload_model("e2e-unloaded-behind__v1")  # version 1's own Triton name
     finally:
         client.close()
     model_checks_pass.delay().get()
@@ -191,7 +191,7 @@ def test_a_model_unloaded_behind_modelhubs_back_gives_one_not_ready_email_with_t
 
     result = latest(CheckKind.MODEL_READY, deployment=deployment)
     assert result.status == Status.FAIL and result.value == 0.0
-    assert "version 1 of 'e2e-unloaded-behind' is not ready on Triton server 'e2e-behind'" in result.message
+    assert "version 1 of 'e2e-unloaded-behind__v1' is not ready on Triton server 'e2e-behind'" in result.message
     assert "is not at ready state" in result.message, result.message  # Triton's own words
     [mail] = smtp.messages
     assert mail["To"] == OWNER_EMAIL

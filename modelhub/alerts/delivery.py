@@ -5,7 +5,8 @@ NULL`: of two workers (or a task and its retry) only the one whose update counte
 a row sends. Each attempt is a Notification row written before the send; a
 failed one carries `retry_at`, claimed the same way by the next run, which makes
 the next attempt as a new row. A flip or a retry that raises is logged and the
-run goes on with the others.
+run goes on with the others. An attempt whose worker died mid-send (its row still
+"sending", its lock gone with the worker's connection) is failed and retried.
 
 Flapping: a firing flip waits until `min_interval_s` after the alert's last mail;
 a flip made in that quiet period and overtaken by a newer one is superseded, and
@@ -13,6 +14,8 @@ a state the recipients were already told is not told again.
 """
 
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +26,7 @@ from django.utils import timezone
 from modelhub.alerts import emails
 from modelhub.alerts.models import Alert, AlertState, Flip, Notification, NotificationStatus
 from modelhub.alerts.state import remind
+from modelhub.serving.locks import named_lock
 from modelhub.serving.models import Deployment, DesiredState
 
 log = logging.getLogger(__name__)
@@ -71,7 +75,36 @@ def backoff(attempt: int) -> timedelta:
     return timedelta(seconds=min(settings.ALERT_RETRY_BACKOFF_S * 2 ** (attempt - 1), 3600))
 
 
+def _lock_name(flip_id: int, recipient: str) -> str:
+    return f"alerts.notify:{flip_id}:{recipient.lower()}"
+
+
+@contextmanager
+def _sending(flip_id: int, recipient: str):
+    """Held while one attempt for (flip, recipient) is written and sent.
+
+    The lock lives on the sender's database connection (a file lock on SQLite), so it
+    goes when its worker dies: a SENDING row whose lock is free was interrupted.
+    A recovery holds it only for an UPDATE, so waiting a moment for it is enough.
+    """
+    name = _lock_name(flip_id, recipient)
+    deadline = time.monotonic() + 5
+    while True:
+        with named_lock(name) as held:
+            if held or time.monotonic() > deadline:
+                if not held:
+                    log.warning("sending to %s for flip %s without its lock (held too long)", recipient, flip_id)
+                yield
+                return
+        time.sleep(0.05)
+
+
 def attempt(flip: Flip, recipient: str, number: int, now: datetime, report: Report) -> Notification:
+    with _sending(flip.pk, recipient):
+        return _attempt(flip, recipient, number, now, report)
+
+
+def _attempt(flip: Flip, recipient: str, number: int, now: datetime, report: Report) -> Notification:
     note = Notification.objects.create(
         flip=flip, recipient=recipient, attempt=number, status=NotificationStatus.SENDING
     )
@@ -182,6 +215,36 @@ def retry(notification_id: int, now: datetime, report: Report) -> None:
     attempt(flip, failed.recipient, failed.attempt + 1, now, report)
 
 
+INTERRUPTED = (
+    "interrupted: the worker sending it stopped before the mail server answered (killed, out of memory, time limit?)"
+)
+
+
+def recover_interrupted(now: datetime) -> int:
+    """Attempts left SENDING by a worker that died mid-send: failed, and due for a retry now.
+
+    Without this such a mail was never sent (its flip is claimed, its row says
+    "sending" for ever). The sender's lock tells a dead sender from a slow one. The
+    mail server may have taken the message just before the worker died; sending it
+    again is the lesser harm than an alert nobody hears of.
+    """
+    recovered = 0
+    sending = Notification.objects.filter(status=NotificationStatus.SENDING).order_by("id")
+    for pk, flip_id, recipient, number in sending.values_list("id", "flip_id", "recipient", "attempt")[:BATCH]:
+        with named_lock(_lock_name(flip_id, recipient)) as free:
+            if not free:
+                continue  # its sender is alive and still sending
+            last = number >= settings.ALERT_MAX_ATTEMPTS
+            recovered += Notification.objects.filter(pk=pk, status=NotificationStatus.SENDING).update(
+                status=NotificationStatus.FAILED,
+                error=INTERRUPTED + (" (no attempts left)" if last else ""),
+                retry_at=None if last else now,
+            )
+    if recovered:
+        log.warning("%s alert mail(s) interrupted by a dead worker are due again", recovered)
+    return recovered
+
+
 def schedule_reminders(now: datetime) -> None:
     due = Alert.objects.filter(
         next_reminder_at__lte=now, state=AlertState.FIRING, acknowledged_at__isnull=True
@@ -204,6 +267,10 @@ def send_pending(now: datetime | None = None) -> Report:
     """
     now = now or timezone.now()
     report = Report()
+    try:
+        recover_interrupted(now)
+    except Exception:
+        log.exception("interrupted alert mails could not be recovered; the others are still sent")
     try:
         schedule_reminders(now)
     except Exception:

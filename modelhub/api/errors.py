@@ -26,8 +26,10 @@ from modelhub.lib.archives import ArchiveError
 from modelhub.registry.manifest import ManifestError
 from modelhub.registry.schema import SchemaError
 from modelhub.registry.services import InUse, NameTaken, VersionConflict
+from modelhub.registry.storage import StorageUnavailable
 from modelhub.registry.triton_config import ConfigError
 from modelhub.serving.backends import BackendMissing
+from modelhub.taskqueue import TaskQueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,22 @@ def _is_busy(exc: OperationalError) -> bool:
     return any(name == busy or name.startswith(f"{busy}_") for busy in _BUSY_SQLITE_ERRORS) or (
         getattr(cause, "sqlstate", None) in _BUSY_SQLSTATES
     )
+
+
+class QueueDown(exceptions.APIException):
+    """The write is committed but its task could not be queued: the periodic pass will do it."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "task_queue_unavailable"
+    wait = 30  # seconds, sent as Retry-After
+
+
+class StorageDown(exceptions.APIException):
+    """The artifact storage (an S3 bucket) could not be reached or used: nothing was kept."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "storage_unavailable"
+    wait = 10  # seconds, sent as Retry-After
 
 
 class Invalid(exceptions.APIException):
@@ -137,8 +155,13 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
         return exceptions.NotFound(str(exc) if isinstance(exc, ObjectDoesNotExist) and str(exc) else None)
     if isinstance(exc, PermissionDenied):
         return exceptions.PermissionDenied(str(exc) or None)
+    if isinstance(exc, StorageUnavailable):
+        log.warning("artifact storage unavailable, answered 503: %s", exc)
+        return StorageDown(str(exc))
     if isinstance(exc, ProtectedError):
         return Conflict(f"still in use by {len(exc.protected_objects)} other object(s): {exc.args[0]}")
+    if isinstance(exc, TaskQueueUnavailable):
+        return QueueDown(str(exc))
     if isinstance(exc, OperationalError) and _is_busy(exc):
         log.warning("database busy, answered 503: %s", exc)
         return Busy()

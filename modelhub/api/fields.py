@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
+from modelhub.lib.urls import CREDENTIALS_REFUSED, has_credentials, hide_credentials
+
 # Postgres text and jsonb cannot hold NUL: say so in the schema instead of failing later.
 # One or more characters: DRF checks blank apart, and drf-spectacular documents an allowed
 # blank as a separate oneOf branch, which a pattern that also matched "" would make ambiguous.
@@ -49,6 +51,8 @@ class HttpUrl(Text):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
+        if value and has_credentials(value):  # before the pattern, which refuses them with a vaguer reason
+            raise serializers.ValidationError(CREDENTIALS_REFUSED)
         if value and not re.fullmatch(HTTP_URL, value):
             raise serializers.ValidationError("must be an http:// or https:// URL with a host name")
         if value:
@@ -57,6 +61,10 @@ class HttpUrl(Text):
             except ValueError as exc:
                 raise serializers.ValidationError(f"not a usable URL: {exc}") from None
         return value
+
+    def to_representation(self, value):
+        # A URL registered with credentials before they were refused: readers see it masked.
+        return hide_credentials(super().to_representation(value))
 
 
 class StrictBoolean(serializers.BooleanField):

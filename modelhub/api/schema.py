@@ -41,7 +41,8 @@ _ERRORS = {
     "413": "Request body too large",
     "411": "An upload sent without a Content-Length (chunked): send the length",
     "415": "Unsupported request content type",
-    "503": "The database is busy (a lock outlasted its timeout): retry after `Retry-After` seconds",
+    "503": "The database is busy (a lock outlasted its timeout): retry after `Retry-After` seconds; or (code "
+    "`task_queue_unavailable`) the write is recorded but its task could not be queued: the periodic pass does it",
 }
 
 

@@ -231,6 +231,12 @@ class ServerSerializer(serializers.ModelSerializer):
         help_text=InferenceServer._meta.get_field("model_repository").help_text,
     )
     extensions = serializers.ListField(child=serializers.CharField(), read_only=True)
+    group = serializers.SlugRelatedField(
+        slug_field="name",
+        read_only=True,
+        allow_null=True,
+        help_text="The server group that found it by DNS; null if registered",
+    )
 
     class Meta:
         model = InferenceServer
@@ -250,9 +256,14 @@ class ServerSerializer(serializers.ModelSerializer):
             "last_error",
             "triton_version",
             "extensions",
+            "group",
+            "address",
+            "drained_at",
             "created_at",
         ]
         read_only_fields = [
+            "address",
+            "drained_at",
             "live",
             "ready",
             "last_seen_at",

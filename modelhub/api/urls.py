@@ -2,7 +2,15 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from modelhub.api import alerts_views, drift_views, evaluation_views, monitoring_views, run_now_views, views
+from modelhub.api import (
+    alerts_views,
+    discovery_views,
+    drift_views,
+    evaluation_views,
+    monitoring_views,
+    run_now_views,
+    views,
+)
 
 app_name = "api"
 
@@ -15,6 +23,7 @@ router.register(
 )
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
 router.register("servers", views.ServerViewSet, basename="server")
+router.register("server-groups", discovery_views.ServerGroupViewSet, basename="server-group")
 router.register("audit", views.AuditViewSet, basename="audit")
 router.register("alerts", alerts_views.AlertViewSet, basename="alert")
 router.register("alert-rules", alerts_views.AlertRuleViewSet, basename="alert-rule")

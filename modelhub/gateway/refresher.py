@@ -13,7 +13,7 @@ import threading
 from django.db import close_old_connections, connections
 
 from .routing import RoutingTable, Snapshot, build_table, read_snapshot
-from .tokens import CachedToken, read_tokens
+from .tokens import CachedToken, read_tokens, record_last_used
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class Refresher:
         self.read_token_cache = read_token_cache
         self.table = RoutingTable()
         self.tokens: dict[str, CachedToken] = {}
+        self.tokens_seen: set[str] = set()  # prefixes the request path accepted since the last refresh
         self.loaded = False  # True once one refresh has succeeded
         self.rebuilds = 0
         self._snapshot: Snapshot | None = None
@@ -38,6 +39,7 @@ class Refresher:
             self._snapshot = snapshot
             self.rebuilds += 1
         if self.read_token_cache:
+            record_last_used(self.tokens_seen, self.tokens)  # before the read, so the cache has the new times
             self.tokens = read_tokens()
         self.loaded = True
 

@@ -110,7 +110,7 @@ class Snapshot:
 
 def read_snapshot(alias: str) -> Snapshot:
     """Four small indexed queries; run by the refresher, never per request."""
-    live = InferenceServer.objects.filter(enabled=True).exclude(live=False)
+    live = InferenceServer.objects.filter(enabled=True, drained_at__isnull=True).exclude(live=False)
     loaded = Deployment.objects.filter(
         desired=DesiredState.LOADED, observed=ObservedState.LOADED, server__in=live
     ).order_by("server__name", "version__model__name", "version__number")

@@ -1,7 +1,7 @@
 """Samples of inference traffic for drift monitoring, off the request path.
 
 The request path only appends to a bounded in-memory buffer (a deque append, no
-lock, no I/O); when the buffer is full the sample is dropped and counted. A
+lock, no I/O, nothing parsed); when the buffer is full the sample is dropped and counted. A
 background thread drains it in batches to the sink,
 `modelhub.monitoring.sampling.write_samples(samples)` by default, which parses the
 bodies and stores them. A sink that is missing or fails loses its batch, counted.
@@ -40,12 +40,25 @@ class SampleBuffer:
         # lost (sink missing or failed). Each is written by one thread only.
         self.kept = self.dropped = self.written = self.lost = 0
 
-    def offer(self, model: str, version: int, request_body: bytes, binary_header_length: int | None, response) -> None:
-        """On the request path: keep the sample if there is room, else drop and count it."""
+    def offer(
+        self,
+        model: str,
+        version: int,
+        request_body: bytes,
+        binary_header_length: bytes | None,
+        response_head: bytes,
+        response_body: list[bytes],
+    ) -> None:
+        """On the request path: keep the sample if there is room, else drop and count it.
+
+        Headers as the gateway has them (the raw Inference-Header-Content-Length value,
+        Triton's head) and the response body in its parts: the drain thread parses and joins."""
         if len(self._items) >= self.capacity:
             self.dropped += 1
             return
-        self._items.append((time.time(), model, version, request_body, binary_header_length, response))
+        self._items.append(
+            (time.time(), model, version, request_body, binary_header_length, response_head, response_body)
+        )
         self.kept += 1
         if len(self._items) >= self.batch_size:
             self._wake.set()
@@ -109,8 +122,11 @@ class SampleBuffer:
         return self._sink_ref
 
 
-def _as_sample(at: float, model: str, version: int, request_body: bytes, header_length, response) -> dict:
-    """The sink's dict; parsing the request id happens here, in the drain thread."""
+def _as_sample(
+    at: float, model: str, version: int, request_body: bytes, raw_length, response_head: bytes, response_body
+) -> dict:
+    """The sink's dict; parsing happens here, in the drain thread."""
+    header_length = _length(raw_length)
     return {
         "time": datetime.fromtimestamp(at, UTC),
         "model": model,
@@ -118,8 +134,8 @@ def _as_sample(at: float, model: str, version: int, request_body: bytes, header_
         "request_id": _request_id(request_body, header_length),
         "request_body": request_body,
         "binary_header_length": header_length,
-        "response_body": response.body,
-        "response_binary_header_length": _header_length(response.headers),
+        "response_body": b"".join(response_body),
+        "response_binary_header_length": _header_length(response_head),
     }
 
 
@@ -133,8 +149,18 @@ def _request_id(body: bytes, header_length: int | None) -> str:
     return str(given) if given not in (None, "") else uuid.uuid4().hex
 
 
-def _header_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"inference-header-content-length":
-            return int(value)
+def _length(value: bytes | None) -> int | None:
+    """An Inference-Header-Content-Length value; one that is no number counts as absent."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _header_length(head: bytes) -> int | None:
+    """Inference-Header-Content-Length from an HTTP head (status line and headers)."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"inference-header-content-length":
+            return _length(value.strip())
     return None

@@ -41,6 +41,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveLimits",
     "ModelFolder",
+    "SourceError",
     "detect_format",
     "inspect_archive",
     "iter_files",
@@ -187,8 +188,21 @@ def iter_files(path: str | os.PathLike[str], folder: ModelFolder) -> Iterator[tu
 # --------------------------------------------------------------------------
 # Streaming a stored archive's files (Triton loads): never a whole file in memory
 
+# A stored archive: its path, or a function that opens it as a seekable binary
+# stream (a file in object storage has no path).
+Source = str | os.PathLike[str] | Callable[[], IO[bytes]]
 
-def list_archive(path: str | os.PathLike[str], limits: ArchiveLimits = ArchiveLimits()) -> ModelFolder:
+
+class SourceError(OSError):
+    """Reading a stored archive failed for a reason outside it (its storage is unreachable):
+    raised as it is, never mistaken for a corrupt archive."""
+
+
+def _open_source(source: Source) -> IO[bytes]:
+    return source() if callable(source) else open(source, "rb")
+
+
+def list_archive(path: Source, limits: ArchiveLimits = ArchiveLimits()) -> ModelFolder:
     """Describe an archive that :func:`inspect_archive` accepted before, from its listing.
 
     Sizes are the ones the archive declares (zip central directory, tar
@@ -197,8 +211,9 @@ def list_archive(path: str | os.PathLike[str], limits: ArchiveLimits = ArchiveLi
     are those of :func:`inspect_archive`. :func:`iter_member_streams` checks
     the declared sizes while it streams the data.
     """
-    scan = _Listing(limits, packed_size=os.path.getsize(path))
-    with _errors(), open(path, "rb") as f:
+    with _errors(), _open_source(path) as f:
+        scan = _Listing(limits, packed_size=f.seek(0, os.SEEK_END))
+        f.seek(0)
         fmt = _detect(f)
         if fmt == "zip":
             _scan_zip(f, scan)
@@ -208,7 +223,7 @@ def list_archive(path: str | os.PathLike[str], limits: ArchiveLimits = ArchiveLi
 
 
 def iter_member_streams(
-    path: str | os.PathLike[str], folder: ModelFolder, wanted: Collection[tuple[str, str]] | None = None
+    path: Source, folder: ModelFolder, wanted: Collection[tuple[str, str]] | None = None
 ) -> Iterator[tuple[str, str, IO[bytes]]]:
     """Yield ``(kind, relpath, stream)`` for the files of ``folder``, in archive order.
 
@@ -224,13 +239,13 @@ def iter_member_streams(
 
 
 def _stored_members(
-    path: str | os.PathLike[str], folder: ModelFolder, wanted: Collection[tuple[str, str]] | None
+    path: Source, folder: ModelFolder, wanted: Collection[tuple[str, str]] | None
 ) -> Iterator[tuple[str, str, str, IO[bytes], int]]:
     """``(member name, kind, relpath, raw stream, listed size)`` of ``folder``'s files
     (those in ``wanted``, default all), in archive order; a member that is gone, or
     an archive of another format, is an ArchiveError."""
     members = {name: entry for name, entry in folder._members.items() if wanted is None or entry in wanted}
-    with _errors(), open(path, "rb") as f:
+    with _errors(), _open_source(path) as f:
         if _detect(f) != folder.format:
             raise ArchiveError("the archive changed since it was inspected")
         if folder.format == "zip":
@@ -358,7 +373,7 @@ def _errors(member: str | None = None) -> Iterator[None]:
     """Turn any low-level exception into an ArchiveError."""
     try:
         yield
-    except ArchiveError:
+    except (ArchiveError, SourceError):
         raise
     except Exception as exc:
         raise _translate(exc, member) from exc

@@ -19,7 +19,7 @@ from modelhub.monitoring.models import CheckKind, CheckResult, Status, series_ta
 from modelhub.monitoring.record import Result
 from modelhub.registry.evaluation import EvaluationData, EvaluationSetError, open_evaluation_data
 from modelhub.registry.models import EvaluationSet
-from modelhub.serving.models import Deployment
+from modelhub.serving.models import Deployment, triton_model_name
 from modelhub.serving.triton_client import TritonClient, TritonError
 
 
@@ -112,7 +112,8 @@ def _answers(
             yield inputs
 
     answers = []
-    stream = client.infer_many(version.model.name, version.number, requests(), data.datatypes, output, timeout=timeout)
+    name = triton_model_name(version.model.name, version.number)
+    stream = client.infer_many(name, version.number, requests(), data.datatypes, output, timeout=timeout)
     try:
         while True:
             try:
@@ -126,7 +127,7 @@ def _answers(
             if version.max_batch_size <= 0:
                 answer = answer[None, ...]  # the row's answer, as a batch of one
             if len(answer) != end - start:
-                call = f"infer ({version.model.name})"
+                call = f"infer ({name})"
                 raise TritonError(deployment.server.name, call, f"answered {len(answer)} rows for {end - start}")
             answers.append(answer)
             details["requests"] += 1

@@ -128,7 +128,8 @@ def run_pass(
 
 
 def _run(kind, pass_id, server_ids, deployment_ids, report: PassReport) -> None:
-    servers = InferenceServer.objects.filter(enabled=True)
+    # Not drained servers: their address left their group's DNS name (serving.discovery).
+    servers = InferenceServer.objects.filter(enabled=True, drained_at__isnull=True)
     if server_ids is not None:
         servers = servers.filter(pk__in=server_ids)
     if deployment_ids is not None:

@@ -27,6 +27,8 @@ def check_deployment_now(deployment: Deployment, actor: Actor) -> list[CheckResu
     """Readiness and schema; then, when it is loaded, a latency probe."""
     if not deployment.server.enabled:
         raise CannotCheck(f"server {deployment.server.name!r} is disabled: its deployments are not checked")
+    if deployment.server.drained_at is not None:
+        raise CannotCheck(f"server {deployment.server.name!r} is drained (its address left its group's DNS name)")
     if deployment.desired != DesiredState.LOADED:
         raise CannotCheck(f"deployment {deployment.pk} ({deployment}) is meant to be unloaded: nothing to check")
     return _audited(actor, deployment, _run((passes.MODEL_CHECKS, passes.LATENCY), deployment_ids=[deployment.pk]))
@@ -36,6 +38,8 @@ def check_server_now(server: InferenceServer, actor: Actor) -> list[CheckResult]
     """Health, then metrics."""
     if not server.enabled:
         raise CannotCheck(f"server {server.name!r} is disabled: it is not checked")
+    if server.drained_at is not None:
+        raise CannotCheck(f"server {server.name!r} is drained (its address left its group's DNS name): not checked")
     return _audited(actor, server, _run((passes.HEALTH, passes.METRICS), server_ids=[server.pk]))
 
 

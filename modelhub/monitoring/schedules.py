@@ -53,6 +53,12 @@ def default_schedules() -> list[DefaultSchedule]:
             "Loads and unloads what deployments ask for; restores the models of a restarted Triton.",
         ),
         DefaultSchedule(
+            "discover-servers",
+            "modelhub.serving.discovery_tasks.discover_servers",
+            settings.DISCOVERY_INTERVAL_S,
+            "Server groups due (each has its own interval): DNS answers become servers; gone addresses drain.",
+        ),
+        DefaultSchedule(
             "server-health",
             "modelhub.monitoring.tasks.health_pass",
             _interval("MONITORING_HEALTH_INTERVAL_S", 30),

@@ -8,15 +8,27 @@ import time
 
 from celery import shared_task
 from django.conf import settings
+from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError as DjangoOperationalError
 
 from modelhub.monitoring import passes
 from modelhub.monitoring.checks import memory
 from modelhub.monitoring.record import record
 
+# A pass that meets a database gone away (a restart, a failover) is tried again under the
+# same task id, so its results are recorded once they can be, and still only once.
+DATABASE_RETRY = {
+    "autoretry_for": (DjangoOperationalError, DjangoInterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 8,
+    "retry_jitter": False,
+    "max_retries": 6,
+}
+
 
 def _limits(kind: str) -> dict:
     seconds = passes.interval(kind)
-    return {"soft_time_limit": seconds * 0.8, "time_limit": seconds * 0.9}
+    return {"soft_time_limit": seconds * 0.8, "time_limit": seconds * 0.9, **DATABASE_RETRY}
 
 
 def _pass(task, kind: str) -> dict:

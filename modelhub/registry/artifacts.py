@@ -1,7 +1,6 @@
 """Reading a stored artifact back: the files a Triton load sends."""
 
-import os
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -10,6 +9,7 @@ from django.conf import settings
 
 from modelhub.lib import archives
 from modelhub.registry.models import ArtifactFormat, ModelVersion
+from modelhub.registry.storage import open_source
 
 
 def archive_limits() -> archives.ArchiveLimits:
@@ -31,8 +31,13 @@ class ArtifactFiles:
 
     version_files: dict[str, int]  # path inside the version folder -> size
     model_files: dict[str, int]  # model-level files (labels, …) -> size
-    path: str  # the stored artifact
+    source: str | Callable[[], IO[bytes]]  # the stored artifact: a local path, or how to open it (a bucket)
     folder: archives.ModelFolder | None  # None: a bare model.onnx
+
+    @property
+    def path(self) -> str | None:
+        """The stored file on this machine's disk; None in object storage (read it through `streams`)."""
+        return self.source if isinstance(self.source, str) else None
 
     def size(self, kind: str, relpath: str) -> int:
         return (self.version_files if kind == "version" else self.model_files)[relpath]
@@ -40,7 +45,9 @@ class ArtifactFiles:
     def stored_ranges(self) -> dict[tuple[str, str], tuple[int, int]]:
         """`(kind, relpath) -> (offset, size)` of the files kept byte for byte in the
         stored file (a zip's uncompressed members, a bare model.onnx): they can be
-        copied out of `path` directly, without decompressing."""
+        copied out of `path` directly, without decompressing. None without a local path."""
+        if self.path is None:
+            return {}
         if self.folder is None:
             return {("version", ONNX_NAME): (0, self.version_files[ONNX_NAME])}
         return archives.stored_zip_ranges(self.path, self.folder)
@@ -56,10 +63,10 @@ class ArtifactFiles:
             if wanted is not None and ("version", ONNX_NAME) not in wanted:
                 yield iter(())
                 return
-            with open(self.path, "rb") as fh:
+            with open(self.source, "rb") if self.path else self.source() as fh:
                 yield iter([("version", ONNX_NAME, fh)])
             return
-        with closing(archives.iter_member_streams(self.path, self.folder, wanted)) as members:
+        with closing(archives.iter_member_streams(self.source, self.folder, wanted)) as members:
             yield members
 
 
@@ -68,10 +75,10 @@ ONNX_NAME = "model.onnx"
 
 def read_artifact_files(version: ModelVersion) -> ArtifactFiles:
     """List a version's stored files (cheap: data is not read; see ArtifactFiles.streams)."""
-    # FileSystemStorage has a local path; a remote storage would need a local
-    # copy first (zip and tar need to seek or stream a file object).
-    path = version.artifact.path
+    # A local file (the default storage) or a seekable stream of an object in a bucket:
+    # zip and tar read either, in chunks.
+    source = open_source(version.artifact)
     if version.artifact_format == ArtifactFormat.ONNX:
-        return ArtifactFiles({ONNX_NAME: os.path.getsize(path)}, {}, path, None)
-    folder = archives.list_archive(path, archive_limits())
-    return ArtifactFiles(dict(folder.version_files), dict(folder.model_files), path, folder)
+        return ArtifactFiles({ONNX_NAME: version.artifact.size}, {}, source, None)
+    folder = archives.list_archive(source, archive_limits())
+    return ArtifactFiles(dict(folder.version_files), dict(folder.model_files), source, folder)

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import posixpath
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,66 +189,88 @@ def register_version(
     existing = ModelVersion.objects.filter(model=model, sha256=sha256).prefetch_related("tensors").first()
     if existing is not None:
         return _existing_version(existing, manifest)
-    return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size, consume=consume)
+    with _stored_artifact(model.name, artifact_path, inspected.format, sha256, consume=consume) as stored:
+        registration = _store_version(model, stored.name, manifest, inspected, actor, sha256, size)
+        stored.keep = registration.created
+    return registration
 
 
-def _store_version(
-    model, artifact_path, manifest: Manifest, inspected, actor, sha256, size, *, consume: bool = False
-) -> Registration:
-    stored_name = None
+class _StoredArtifact:
+    name: str
+    keep: bool = False  # set once the version row that names it is committed
+
+
+@contextmanager
+def _stored_artifact(model_name: str, artifact_path, artifact_format: str, sha256: str, *, consume: bool):
+    """Store the artifact before any transaction, and remove it again unless `keep` is set.
+
+    Storing can be a multi-GiB copy into a bucket: done inside the transaction, it would
+    hold the model's row lock (every upload and alias move of the model) that long.
+    """
+    placeholder = ModelVersion(model=Model(name=model_name), sha256=sha256, artifact_format=artifact_format)
+    with open(artifact_path, "rb") as fh:
+        content = _MovableFile(fh, name=str(artifact_path)) if consume else File(fh)
+        placeholder.artifact.save("artifact", content, save=False)
+    stored = _StoredArtifact()
+    stored.name = placeholder.artifact.name
     try:
-        with transaction.atomic():
-            # The model row lock serialises concurrent uploads of one model: the
-            # version number is the next never given out, and a retried upload
-            # finds its twin here.
-            locked = Model.objects.select_for_update().get(pk=model.pk)
-            existing = ModelVersion.objects.filter(model=model, sha256=sha256).prefetch_related("tensors").first()
-            if existing is not None:
-                return _existing_version(existing, manifest)
-            highest = model.versions.order_by("-number").values_list("number", flat=True).first() or 0
-            last = max(locked.last_version_number, highest)
-            Model.objects.filter(pk=model.pk).update(last_version_number=last + 1)
-            version = ModelVersion(
-                model=model,
-                number=last + 1,
-                artifact_format=inspected.format,
-                sha256=sha256,
-                size=size,
-                version_files=inspected.version_files,
-                model_files=inspected.model_files,
-                backend=manifest.backend,
-                platform=manifest.platform,
-                max_batch_size=manifest.max_batch_size,
-                triton_config=manifest.config,
-                git_commit=manifest.git_commit,
-                ci_run_url=manifest.ci_run_url,
-                metadata=manifest.metadata,
-                created_by=actor.django_user,
+        yield stored
+    finally:
+        if not stored.keep:  # refused, rolled back, or a concurrent upload registered these bytes first
+            storage = ModelVersion._meta.get_field("artifact").storage
+            try:
+                storage.delete(stored.name)
+            except OSError:  # the error being raised matters more; the stray file is logged
+                log.exception("could not remove the artifact %s of a registration that did not happen", stored.name)
+
+
+def _store_version(model, stored_name: str, manifest: Manifest, inspected, actor, sha256, size) -> Registration:
+    """The version's rows, for an artifact stored as `stored_name` already."""
+    with transaction.atomic():
+        # The model row lock serialises concurrent uploads of one model: the
+        # version number is the next never given out, and a retried upload
+        # finds its twin here.
+        locked = Model.objects.select_for_update().get(pk=model.pk)
+        existing = ModelVersion.objects.filter(model=model, sha256=sha256).prefetch_related("tensors").first()
+        if existing is not None:
+            return _existing_version(existing, manifest)
+        highest = model.versions.order_by("-number").values_list("number", flat=True).first() or 0
+        last = max(locked.last_version_number, highest)
+        Model.objects.filter(pk=model.pk).update(last_version_number=last + 1)
+        version = ModelVersion(
+            model=model,
+            number=last + 1,
+            artifact_format=inspected.format,
+            sha256=sha256,
+            size=size,
+            version_files=inspected.version_files,
+            model_files=inspected.model_files,
+            backend=manifest.backend,
+            platform=manifest.platform,
+            max_batch_size=manifest.max_batch_size,
+            triton_config=manifest.config,
+            git_commit=manifest.git_commit,
+            ci_run_url=manifest.ci_run_url,
+            metadata=manifest.metadata,
+            created_by=actor.django_user,
+            artifact=stored_name,
+        )
+        version.save()
+        TensorSpec.objects.bulk_create(
+            TensorSpec(
+                version=version,
+                direction=direction,
+                position=i,
+                name=t["name"],
+                datatype=t["datatype"],
+                dims=t["dims"],
+                labels=t.get("labels"),
             )
-            with open(artifact_path, "rb") as fh:
-                content = _MovableFile(fh, name=str(artifact_path)) if consume else File(fh)
-                version.artifact.save("artifact", content, save=False)
-            stored_name = version.artifact.name
-            version.save()
-            TensorSpec.objects.bulk_create(
-                TensorSpec(
-                    version=version,
-                    direction=direction,
-                    position=i,
-                    name=t["name"],
-                    datatype=t["datatype"],
-                    dims=t["dims"],
-                    labels=t.get("labels"),
-                )
-                for direction, tensors in (("input", manifest.inputs), ("output", manifest.outputs))
-                for i, t in enumerate(tensors)
-            )
-            record(actor, "version.register", version, sha256=sha256, size=size)
-            return Registration(version, created=True)
-    except BaseException:
-        if stored_name:  # the rows rolled back: the file must go too
-            ModelVersion._meta.get_field("artifact").storage.delete(stored_name)
-        raise
+            for direction, tensors in (("input", manifest.inputs), ("output", manifest.outputs))
+            for i, t in enumerate(tensors)
+        )
+        record(actor, "version.register", version, sha256=sha256, size=size)
+        return Registration(version, created=True)
 
 
 def move_alias(model: Model, alias: str, version: ModelVersion | None, actor: Actor, **audit) -> Alias | None:
@@ -570,6 +593,9 @@ def register_upload(
         sha256, size = sha256_of(artifact_path)
     inspected = inspect_artifact(artifact_path, raw_manifest)
     manifest = parse_manifest(raw_manifest, inspected.derived)
-    with transaction.atomic():
-        model = get_or_create_model(name, actor, description=manifest.description, task_kind=manifest.task_kind)
-        return _store_version(model, artifact_path, manifest, inspected, actor, sha256, size, consume=consume)
+    with _stored_artifact(name, artifact_path, inspected.format, sha256, consume=consume) as stored:
+        with transaction.atomic():
+            model = get_or_create_model(name, actor, description=manifest.description, task_kind=manifest.task_kind)
+            registration = _store_version(model, stored.name, manifest, inspected, actor, sha256, size)
+        stored.keep = registration.created
+    return registration

@@ -13,7 +13,9 @@ from modelhub.audit.log import record
 from modelhub.registry.admin import ReadOnlyAdminMixin, TensorSpecInline
 from modelhub.registry.models import Model, ModelVersion
 from modelhub.registry.services import VERSION_PROVENANCE_FIELDS, InUse, create_model, update_model, update_version
-from modelhub.serving.models import Deployment, DeploymentTransition, DesiredState, InferenceServer
+from modelhub.serving.discovery import GROUP_FIELDS, create_group, delete_group, update_group
+from modelhub.serving.discovery_tasks import sync_group_task
+from modelhub.serving.models import Deployment, DeploymentTransition, DesiredState, InferenceServer, ServerGroup
 from modelhub.serving.services import (
     SERVER_FIELDS,
     create_server,
@@ -26,6 +28,7 @@ from modelhub.serving.services import (
     update_server,
 )
 from modelhub.serving.tasks import reconcile_server_task
+from modelhub.taskqueue import BrokerError, TaskQueueUnavailable, broker_description
 
 MODEL_FIELDS = {"description", "task_kind"}
 
@@ -116,14 +119,29 @@ class InferenceServerAdmin(ServiceAdmin):
     list_display = ["name", "base_url", "enabled", "live", "ready", "triton_version", "last_seen_at"]
     list_filter = ["enabled", "live", "ready"]
     search_fields = ["name", "base_url"]
-    readonly_fields = ["live", "ready", "last_seen_at", "last_checked_at", "last_error", "triton_version", "extensions"]
+    readonly_fields = [
+        "live",
+        "ready",
+        "last_seen_at",
+        "last_checked_at",
+        "last_error",
+        "triton_version",
+        "extensions",
+        "group",
+        "address",
+        "drained_at",
+    ]
     actions = ["reconcile_now"]
     refusals = (InUse,)
 
     @admin.action(description="Reconcile selected servers now", permissions=["deploy_role"])
     def reconcile_now(self, request, queryset):
-        for server in queryset:
-            reconcile_server_task.delay(server.pk)
+        try:
+            for server in queryset:
+                reconcile_server_task.delay(server.pk)
+        except BrokerError as exc:  # nothing to record: the periodic pass reconciles every server anyway
+            messages.error(request, f"the task queue ({broker_description()}) is unreachable: {exc}")
+            return
         messages.info(request, f"Reconciliation queued for {queryset.count()} server(s).")
 
     def create(self, request, obj, form):
@@ -135,6 +153,41 @@ class InferenceServerAdmin(ServiceAdmin):
 
     def delete(self, request, obj):
         delete_server(obj, self.actor(request))
+
+
+class GroupServerInline(ReadOnlyAdminMixin, admin.TabularInline):
+    # The servers discovery keeps for the group's addresses: what stops it from being deleted.
+    model = InferenceServer
+    extra = 0
+    fields = ["name", "address", "live", "drained_at"]
+    readonly_fields = fields
+
+
+@admin.register(ServerGroup)
+class ServerGroupAdmin(ServiceAdmin):
+    list_display = ["name", "dns_name", "port", "enabled", "interval_s", "last_resolved_at", "last_error"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "dns_name"]
+    readonly_fields = ["addresses", "last_resolved_at", "last_error", "created_at"]
+    inlines = [GroupServerInline]
+    actions = ["resolve_now"]
+    refusals = (InUse,)
+
+    @admin.action(description="Resolve selected groups now", permissions=["admin_role"])
+    def resolve_now(self, request, queryset):
+        for group in queryset:
+            sync_group_task.delay(group.pk)
+        messages.info(request, f"Resolution queued for {queryset.count()} group(s).")
+
+    def create(self, request, obj, form):
+        fields = {name: form.cleaned_data[name] for name in GROUP_FIELDS if name in form.cleaned_data}
+        return create_group(self.actor(request), **fields)
+
+    def update(self, request, obj, form):
+        update_group(ServerGroup.objects.get(pk=obj.pk), self.actor(request), **_changes(form, GROUP_FIELDS))
+
+    def delete(self, request, obj):
+        delete_group(obj, self.actor(request))
 
 
 class DeploymentTransitionInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -165,7 +218,11 @@ class DeploymentAdmin(ServiceAdmin):
 
     def _request(self, request, obj) -> Deployment:
         change = request_deploy if obj.desired == DesiredState.LOADED else request_undeploy
-        return change(obj.version, [obj.server], self.actor(request))[0]
+        try:
+            return change(obj.version, [obj.server], self.actor(request))[0]
+        except TaskQueueUnavailable as exc:  # recorded all the same; the periodic reconcile does it
+            messages.warning(request, str(exc))
+            return Deployment.objects.get(version=obj.version, server=obj.server)
 
     def create(self, request, obj, form):
         return self._request(request, obj)

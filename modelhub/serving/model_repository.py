@@ -4,10 +4,11 @@ A server with a `model_repository` folder (its Triton's --model-repository:
 a shared volume, or the same host) gets each model's files written there, and
 its load request carries the config only: Triton reads the files from disk,
 which for a large model is several times faster than receiving them base64
-inside the request. Layout, as Triton wants it:
+inside the request. Layout, as Triton wants it, one folder per Triton model,
+i.e. per version (`<model>__v<n>`, serving.models.triton_model_name):
 
-    <repository>/<model>/<version>/...   the artifact's version files
-    <repository>/<model>/<file>          model-level files (labels, ...)
+    <repository>/<model>__v<n>/<n>/...   the artifact's version files
+    <repository>/<model>__v<n>/<file>    model-level files (labels, ...)
 
 A version folder is immutable (version numbers are never reused and a
 version's bytes never change), so a complete one is reused as it is. A new
@@ -18,7 +19,8 @@ Generated files (labels, the ONNX runner's model.py) are small and written on
 every load, each to a temporary file renamed over the old one.
 
 The reconciler calls this module under its (server, model) lock, so one
-worker at a time writes one model's folder of one server.
+worker at a time writes one model's folders of one server. `model` below is
+the Triton model's name.
 """
 
 import os
@@ -125,7 +127,7 @@ def _ensure_version_folder(folder: Path, number: int, sha256: str, artifact: Art
 
 
 def _fill_version_folder(staging: Path, artifact: ArtifactFiles) -> None:
-    if artifact.folder is None:  # a bare model.onnx: a hard link costs nothing on the same file system
+    if artifact.folder is None and artifact.path:  # a bare model.onnx on disk: a hard link costs nothing
         (relpath,) = artifact.version_files
         try:
             os.link(artifact.path, staging / relpath)

@@ -1,9 +1,11 @@
+import re
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from modelhub.lib.urls import CREDENTIALS_REFUSED, has_credentials, hide_credentials
 from modelhub.registry.models import ModelVersion
 
 server_name_validator = RegexValidator(
@@ -19,13 +21,70 @@ def validate_http_url(value: str) -> None:
     except ValueError as exc:
         raise ValidationError(f"{value!r} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValidationError(f"{value!r} must be an http:// or https:// URL with a host")
+        raise ValidationError(f"{hide_credentials(value)!r} must be an http:// or https:// URL with a host")
+    if has_credentials(value):
+        raise ValidationError(f"{hide_credentials(value)!r} {CREDENTIALS_REFUSED}")
 
 
 # Only the form here: the web process may not see the folder at all (it is the
 # worker's, or a volume shared with Triton). The reconciler checks it can write there.
 # A regex, so the API schema carries it as a pattern.
 validate_absolute_path = RegexValidator(r"^/[^\x00]*$", "%(value)r must be an absolute path, e.g. /srv/triton/models")
+
+
+dns_name_validator = RegexValidator(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
+    "use a DNS name: dot-separated labels of 1-63 letters, digits or '-' (not first or last)",
+)
+# Discovered servers are named "<group>-<address>": the group's name leaves room for an IPv6 address.
+group_name_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.-]{0,49}$", "use 1-50 lowercase letters, digits, '.', '-' or '_'"
+)
+
+
+class ServerGroup(models.Model):
+    """A DNS name that resolves to several Triton servers (a Kubernetes headless service).
+
+    modelhub.serving.discovery keeps one InferenceServer per address it resolves to:
+    an address that appears becomes a server with the group's labels and backends, one
+    that disappears drains its server, one that comes back re-enables it.
+    """
+
+    name = models.CharField(max_length=50, unique=True, validators=[group_name_validator])
+    dns_name = models.CharField(
+        max_length=253, validators=[dns_name_validator], help_text="e.g. triton.models.svc.cluster.local"
+    )
+    scheme = models.CharField(max_length=5, choices=[("http", "http"), ("https", "https")], default="http")
+    port = models.PositiveIntegerField(
+        default=8000, validators=[MinValueValidator(1), MaxValueValidator(65535)], help_text="Triton's HTTP port"
+    )
+    metrics_port = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Triton's metrics port (e.g. 8002); empty = no metrics URL",
+    )
+    labels = models.JSONField(default=list, blank=True, help_text="Given to every server of the group")
+    backends = models.JSONField(default=list, blank=True, help_text="Given to every server of the group")
+    enabled = models.BooleanField(
+        default=True, help_text="Disabled: the name is not resolved, servers stay as they are"
+    )
+    interval_s = models.PositiveIntegerField(
+        default=30,
+        validators=[MinValueValidator(5), MaxValueValidator(24 * 3600)],
+        help_text="How often the name is resolved again (seconds)",
+    )
+    # What the last resolution found (the discovery task is the only writer).
+    addresses = models.JSONField(default=list, blank=True)
+    last_resolved_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class InferenceServer(models.Model):
@@ -63,10 +122,25 @@ class InferenceServer(models.Model):
     last_error = models.TextField(blank=True)
     triton_version = models.CharField(max_length=32, blank=True)
     extensions = models.JSONField(default=list, blank=True)
+    # Servers found by DNS (modelhub.serving.discovery): the group and the address it stands for.
+    group = models.ForeignKey(
+        ServerGroup, null=True, blank=True, on_delete=models.PROTECT, related_name="servers", editable=False
+    )
+    address = models.GenericIPAddressField(null=True, blank=True, editable=False)
+    # Set while the server's address is gone from its group's DNS name: nothing is sent to
+    # it (no loads, unloads or checks) and its deployments read "drained" until it is back.
+    drained_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "address"],
+                condition=models.Q(group__isnull=False),
+                name="one_server_per_group_address",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -82,6 +156,7 @@ class ObservedState(models.TextChoices):
     LOADED = "loaded"
     UNLOADED = "unloaded"
     FAILED = "failed"
+    DRAINED = "drained", "drained (the server left its DNS group)"
 
 
 class Deployment(models.Model):
@@ -137,9 +212,27 @@ class DeploymentTransition(models.Model):
         return f"{self.deployment}: {self.from_state} -> {self.to_state}"
 
 
-def triton_model_name(model: str, version: int) -> str:
-    """The name Triton serves `version` of `model` under, for the checks and the gateway.
+# Every version is its own Triton model, `<model>__v<n>`, holding only that
+# version (as Triton version directory n, so the number Triton reports, its
+# metrics' `version` label and the gateway's /versions/<n> are the registry's).
+# Versions whose configs differ (schema, batching, backend) then run side by
+# side, and loading or unloading one never reloads another. Model names are
+# `[a-z0-9][a-z0-9_-]*`, so one may itself contain "__v"; the suffix is the
+# *last* "__v" followed by digits only, so the name parses back to exactly one
+# (model, version) and no two of them share a Triton name.
+TRITON_VERSION_SEPARATOR = "__v"
+_TRITON_NAME = re.compile(r"^(?P<model>[a-z0-9][a-z0-9_-]*)__v(?P<version>[1-9][0-9]*)$")
 
-    Today the reconciler loads every version of a model under the model's own name;
-    per-version names (versions whose configs differ, side by side for a canary) start here."""
-    return model
+
+def triton_model_name(model: str, version: int) -> str:
+    """The name Triton serves `version` of `model` under (reconciler, checks, gateway, pages)."""
+    return f"{model}{TRITON_VERSION_SEPARATOR}{version}"
+
+
+def parse_triton_model_name(name: str) -> tuple[str, int] | None:
+    """(model, version) of a Triton name made by triton_model_name; None for any other
+    name (a model ModelHub does not manage)."""
+    match = _TRITON_NAME.match(name)
+    if match is None:
+        return None
+    return match["model"], int(match["version"])

@@ -2,28 +2,30 @@
 
 It compares what should be loaded (Deployment.desired) with what Triton
 reports (model metadata and readiness: a model loaded by file override is not
-in the repository index), then loads or unloads. All versions of one model on
-one server are one Triton model, loaded in one call with
-version_policy.specific, so a load always sends every wanted version: its
-files inside the request, or, for a server with a model repository, written
-to that folder first (serving/model_repository.py) with only the config sent.
+in the repository index), then loads or unloads. Every version is its own
+Triton model, `<model>__v<n>` (serving.models.triton_model_name) holding only
+version n, so versions whose configs differ (schema, batching, backend) are
+served side by side, and loading, failing or unloading one version never
+reloads or stops another. A load sends that version's files inside the
+request, or, for a server with a model repository, writes them to that
+folder first (serving/model_repository.py) and sends only the config.
 
 Each model is reconciled on its own: under its own lock (per server and
-model, so two workers never load the same model twice while a slow load of one
-model never holds back another), on its own thread when a server has several,
-and with its own error handling, so one bad model (a missing file, a load that
-hangs, a bug) fails that model's deployments with a back-off and the pass goes
-on with the rest. A loaded version is kept only if Triton's metadata and a
-smoke inference with inputs generated from the schema agree with the
-registered schema; one that does not is failed and unloaded, never left
-serving behind "failed".
+model, so two workers never load the same version twice while a slow load of
+one model never holds back another), on its own thread when a server has
+several, and with its own error handling, so one bad model or version (a
+missing file, a load that hangs, a bug) fails those deployments with a
+back-off and the pass goes on with the rest. A loaded version is kept only if
+Triton's metadata and a smoke inference with inputs generated from the schema
+agree with the registered schema; one that does not is failed and unloaded,
+never left serving behind "failed". A Triton model whose name is not one of
+ModelHub's is never touched.
 
 It is idempotent: a second run finds nothing to do. No database transaction
 is open while Triton is called.
 """
 
 import logging
-import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from modelhub.registry.triton_config import build_model_config, label_filename, 
 from modelhub.serving import model_repository
 from modelhub.serving.health import record_server_health
 from modelhub.serving.locks import model_lock
-from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState, triton_model_name
 from modelhub.serving.probe_inputs import answer_differences, probe_inputs
 from modelhub.serving.signals import around_model_change
 from modelhub.serving.transitions import hold_off, observe
@@ -64,8 +66,8 @@ class ReconcileReport:
     server: str
     reachable: bool = True
     busy: list[str] = field(default_factory=list)  # models another run was reconciling; it picks up changes
-    loads: list[str] = field(default_factory=list)  # "model: versions" per load call
-    unloads: list[str] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)  # "model: [version]" per load call
+    unloads: list[str] = field(default_factory=list)  # "model: [version]" per unload call
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -83,6 +85,13 @@ def reconcile_server(server_id: int) -> ReconcileReport:
     server = InferenceServer.objects.get(pk=server_id)
     report = ReconcileReport(server.name)
     if not server.enabled:
+        return report
+    if server.drained_at is not None:
+        # Its address left its group's DNS name: no host to call. Requests made meanwhile
+        # read "drained"; the desired state waits for the server's return.
+        from modelhub.serving.discovery import mark_drained
+
+        mark_drained(server)
         return report
     active = Deployment.objects.filter(server=server).exclude(
         desired=DesiredState.UNLOADED, observed=ObservedState.UNLOADED
@@ -132,13 +141,14 @@ def _reconcile_model_locked(server: InferenceServer, model: Model) -> ReconcileR
 
 
 def _reconcile_model_rounds(server: InferenceServer, model: Model, report: ReconcileReport) -> None:
+    known: set[int] = set()  # versions this run looked at: one whose row is deleted meanwhile is unloaded
     for round_number in range(MAX_ROUNDS):
         with model_lock(server.pk, model.pk) as acquired:
             if not acquired:
                 if round_number == 0:
                     report.busy.append(model.name)
                 return
-            seen = _reconcile_model_safely(server, model, report)
+            seen = _reconcile_model_safely(server, model, report, known)
         # A change committed while we held the lock was skipped by the run it
         # enqueued (it found the model busy), so look again once the lock is
         # free; if someone else holds it by then, that run sees the change.
@@ -152,7 +162,9 @@ def _desired_snapshot(server: InferenceServer, model: Model) -> frozenset:
     return frozenset(rows.values_list("pk", "desired", "desired_at"))
 
 
-def _reconcile_model_safely(server: InferenceServer, model: Model, report: ReconcileReport) -> frozenset:
+def _reconcile_model_safely(
+    server: InferenceServer, model: Model, report: ReconcileReport, known: set[int]
+) -> frozenset:
     """Reconcile one model; whatever goes wrong fails its deployments, not the pass."""
     seen = _desired_snapshot(server, model)
     client = TritonClient.for_server(server)
@@ -163,13 +175,11 @@ def _reconcile_model_safely(server: InferenceServer, model: Model, report: Recon
             .select_related("version__model")
             .prefetch_related("version__tensors")
         )
-        _reconcile_model(server, client, model, deployments, report)
+        _reconcile_model(server, client, model, deployments, report, known)
     except Exception as exc:
         # One model's trouble, whatever it is, must not stop the others.
         log.exception("reconciling model %s on server %s failed", model.name, server.name)
-        error = str(exc)  # a TritonError names the server, the call and what Triton said
-        if not isinstance(exc, TritonError):
-            error = f"reconciling {model.name} on {server.name} failed: {type(exc).__name__}: {exc}"
+        error = _error_text(exc, f"reconciling {model.name} on {server.name}")
         report.failures.append(error)
         # An unreachable server is not the model's fault: no back-off, so it is
         # loaded again as soon as the server answers.
@@ -179,12 +189,22 @@ def _reconcile_model_safely(server: InferenceServer, model: Model, report: Recon
     return seen
 
 
+def _error_text(exc: Exception, doing: str) -> str:
+    if isinstance(exc, TritonError):
+        return str(exc)  # it names the server, the call and what Triton said
+    return f"{doing} failed: {type(exc).__name__}: {exc}"
+
+
 def _fail_model(server: InferenceServer, model: Model, error: str, *, backoff: bool) -> None:
-    retry_at = _retry_at() if backoff else None
     for deployment in Deployment.objects.filter(server=server, version__model=model, desired=DesiredState.LOADED):
-        # Never shorten a back-off written earlier in this pass (before a load).
-        later = max((t for t in (deployment.retry_at, retry_at) if t is not None), default=None)
-        observe(deployment, ObservedState.FAILED, error, retry_at=later)
+        _fail_keeping_backoff(deployment, error, backoff=backoff)
+
+
+def _fail_keeping_backoff(deployment: Deployment, error: str, *, backoff: bool) -> None:
+    retry_at = _retry_at() if backoff else None
+    # Never shorten a back-off written earlier in this pass (before a load).
+    later = max((t for t in (deployment.retry_at, retry_at) if t is not None), default=None)
+    observe(deployment, ObservedState.FAILED, error, retry_at=later)
 
 
 def _retry_at():
@@ -215,79 +235,116 @@ def _fail_interrupted_loads(server: InferenceServer, deployments: list[Deploymen
 
 
 def _reconcile_model(
-    server: InferenceServer, client: TritonClient, model: Model, deployments: list[Deployment], report: ReconcileReport
+    server: InferenceServer,
+    client: TritonClient,
+    model: Model,
+    deployments: list[Deployment],
+    report: ReconcileReport,
+    known: set[int],
 ) -> None:
+    """Each version on its own: it is its own Triton model (triton_model_name), so
+    loading, failing or unloading one never touches its siblings."""
     now = timezone.now()
     _fail_interrupted_loads(server, deployments, now)
-    loaded = [d for d in deployments if d.desired == DesiredState.LOADED]
-    if loaded and len(loaded) == len(deployments) and all(_is_waiting_to_retry(d, now) for d in loaded):
-        # Nothing to do before the back-off ends, so ask Triton nothing: a
-        # failed model costs no calls (and none that could wait behind its
-        # load, which Triton may still be running after a timeout).
-        return
-    served = client.served_versions(model.name)
-    # A version backing off is not loaded again before its time, but one that
-    # Triton serves anyway (a load that timed out and finished later) is kept
-    # if it passes the checks, not thrown away.
-    candidates = {
-        d.version.number: d
-        for d in deployments
-        if d.desired == DesiredState.LOADED and (d.version.number in served or not _is_waiting_to_retry(d, now))
-    }
-    candidates = _drop_incompatible(server, candidates)
+    for deployment in sorted(deployments, key=lambda d: d.version.number):
+        known.add(deployment.version.number)
+        try:
+            _reconcile_version(server, client, model, deployment, now, report)
+        except TritonUnavailable:
+            raise  # the server, not the version: the model's deployments are failed (no back-off) above us
+        except Exception as exc:
+            # One version's trouble (a bug, a refused call) is that version's; its siblings go on.
+            log.exception("reconciling %s on server %s failed", deployment.version, server.name)
+            error = _error_text(exc, f"reconciling {deployment.version} on {server.name}")
+            report.failures.append(error)
+            if deployment.desired == DesiredState.LOADED:
+                _fail_keeping_backoff(deployment, error, backoff=True)
+    # A version loaded earlier in this run whose deployment row is gone now (deleted
+    # meanwhile): nobody else would ever unload it.
+    for number in sorted(known - {d.version.number for d in deployments}):
+        name = triton_model_name(model.name, number)
+        if number in client.served_versions(name):
+            _unload(server, client, model, number, [], report)
 
-    rejected: set[int] = set()  # failed to load or failed the checks: not kept
-    verified: set[int] = set()
-    while True:
-        target = {n: d for n, d in candidates.items() if n not in rejected}
-        if set(target) != served:
-            if target:
-                try:
-                    rejected |= _load(server, client, model, target, served, report)
-                except _LoadStillRunning:
-                    return  # its versions are failed with a back-off; Triton would not answer about it now
-            else:
-                with around_model_change(server, model.name, _version_ids(deployments, served), "unload"):
-                    client.unload(model.name)
-                report.unloads.append(model.name)
-                record(SYSTEM, "triton.unload", server, model=model.name)
-                if server.model_repository:
-                    _tidy_model_repository(server, model.name, set())
+
+def _reconcile_version(
+    server: InferenceServer,
+    client: TritonClient,
+    model: Model,
+    deployment: Deployment,
+    now,
+    report: ReconcileReport,
+) -> None:
+    number = deployment.version.number
+    name = triton_model_name(model.name, number)
+    if deployment.desired == DesiredState.UNLOADED:
+        served = number in client.served_versions(name)
+        if served:
+            _unload(server, client, model, number, [deployment.version_id], report)
             _fresh_connections(client)
-            served = client.served_versions(model.name)
-        bad = set()
-        for number in sorted((set(target) - rejected - verified) & served):
-            problem = _check_served(client, target[number])
-            if problem:
-                problem += f"; not kept loaded on {server.name}"
-                observe(target[number], ObservedState.FAILED, problem, retry_at=_retry_at())
-                record(SYSTEM, "triton.check_failed", server, model=model.name, versions=[number], error=problem)
-                report.failures.append(problem)
-                bad.add(number)
-            else:
-                verified.add(number)
-        if not bad:
-            break
-        rejected |= bad  # the next round loads the model without them, or unloads it
+            served = number in client.served_versions(name)  # Triton may take a moment: then the next pass
+        if not served:
+            observe(deployment, ObservedState.UNLOADED)
+        return
+    if _is_waiting_to_retry(deployment, now):
+        # Nothing to do before the back-off ends, so ask Triton nothing: a failed
+        # version costs no calls (and none that could wait behind its load, which
+        # Triton may still be running after a timeout). One that Triton serves by
+        # then anyway (a timed-out load that finished) is checked and kept, not loaded again.
+        return
+    if number not in client.served_versions(name):
+        try:
+            if not _load(server, client, model, deployment, report):
+                return  # failed, with a back-off
+        except _LoadStillRunning:
+            return  # failed with a back-off; Triton would not answer about it now
+        _fresh_connections(client)
+        if number not in client.served_versions(name):
+            error = f"version {number} is not ready on {server.name} after load"
+            observe(deployment, ObservedState.FAILED, error, retry_at=_retry_at())
+            report.failures.append(error)
+            _unload_quietly(server, client, deployment)
+            return
+    problem = _check_served(client, deployment)
+    if problem:
+        problem += f"; not kept loaded on {server.name}"
+        observe(deployment, ObservedState.FAILED, problem, retry_at=_retry_at())
+        record(SYSTEM, "triton.check_failed", server, model=model.name, versions=[number], error=problem)
+        report.failures.append(problem)
+        _unload(server, client, model, number, [deployment.version_id], report)  # never left serving behind "failed"
+        return
+    observe(deployment, ObservedState.LOADED)
 
-    for deployment in deployments:
-        number = deployment.version.number
-        if deployment.desired == DesiredState.UNLOADED:
-            if number not in served:
-                observe(deployment, ObservedState.UNLOADED)
-        elif number in verified and number in served:
-            observe(deployment, ObservedState.LOADED)
-        elif number in candidates and number not in rejected:
-            observe(
-                deployment,
-                ObservedState.FAILED,
-                f"version {number} is not ready on {server.name} after load",
-                retry_at=_retry_at(),
-            )
+
+def _unload(
+    server: InferenceServer,
+    client: TritonClient,
+    model: Model,
+    number: int,
+    version_ids: list[int],
+    report: ReconcileReport,
+) -> None:
+    name = triton_model_name(model.name, number)
+    with around_model_change(server, name, version_ids, "unload"):
+        client.unload(name)
+    report.unloads.append(f"{model.name}: [{number}]")
+    record(SYSTEM, "triton.unload", server, model=model.name, versions=[number], triton_model=name)
+    if server.model_repository:
+        _tidy_model_repository(server, name, set())
 
 
-def _version_ids(deployments: list[Deployment], numbers: set[int]) -> list[int]:
-    return [d.version_id for d in deployments if d.version.number in numbers]
+def _unload_quietly(server: InferenceServer, client: TritonClient, deployment: Deployment) -> None:
+    """After a load that failed: unload, so that Triton lets go of what the load left
+    (on 2.51 its temporary model folder stays even so, until the model's next load
+    or the server's exit). The version held nothing else, so nothing else stops."""
+    name = triton_model_name(deployment.version.model.name, deployment.version.number)
+    try:
+        with around_model_change(server, name, [deployment.version_id], "unload"):
+            client.unload(name)
+    except TritonError as exc:
+        log.warning("unloading %s on %s after its failed load: %s", name, server.name, exc)
+    if server.model_repository:
+        _tidy_model_repository(server, name, set())
 
 
 def _check_served(client: TritonClient, deployment: Deployment) -> str:
@@ -310,7 +367,7 @@ def _smoke_mismatch(client: TritonClient, version: ModelVersion) -> str:
         # The first inference after a load may warm the model up (lazy initialisation,
         # a GPU engine's first run): give it the load's timeout, not a health call's.
         answer = client.infer_outputs(
-            version.model.name, version.number, arrays, datatypes, timeout=client.load_timeout
+            _triton_name(version), version.number, arrays, datatypes, timeout=client.load_timeout
         )
     except TritonUnavailable:
         raise
@@ -323,26 +380,8 @@ def _smoke_mismatch(client: TritonClient, version: ModelVersion) -> str:
     return f"smoke inference of {version} answered outside its registered schema: " + "; ".join(problems)
 
 
-def _drop_incompatible(server: InferenceServer, wanted: dict[int, Deployment]) -> dict[int, Deployment]:
-    """Triton serves one config for all versions of a model. Keep the versions
-    whose config matches the newest wanted version; fail the others."""
-    if len(wanted) < 2:
-        return wanted
-    newest = max(wanted)
-    reference = deployable_config(server, wanted[newest].version, [])
-    result = {}
-    for number, deployment in wanted.items():
-        if deployable_config(server, deployment.version, []) == reference:
-            result[number] = deployment
-        else:
-            observe(
-                deployment,
-                ObservedState.FAILED,
-                f"version {number} cannot be served beside version {newest} on {server.name}: Triton serves one "
-                "model config for all versions of a model, and theirs differ (schema, backend or batching)",
-                retry_at=_retry_at(),
-            )
-    return result
+def _triton_name(version: ModelVersion) -> str:
+    return triton_model_name(version.model.name, version.number)
 
 
 def _fresh_connections(client: TritonClient) -> None:
@@ -362,86 +401,59 @@ class _LoadStillRunning(Exception):
     """A load call timed out; Triton may still be loading the model."""
 
 
-_FAILED_VERSION = re.compile(r"version (\d+) is at UNAVAILABLE state")
-
-
 def _load(
     server: InferenceServer,
     client: TritonClient,
     model: Model,
-    wanted: dict[int, Deployment],
-    served: set[int],
+    deployment: Deployment,
     report: ReconcileReport,
-) -> set[int]:
-    """Load the wanted versions; returns those that failed, each observed
-    failed with a back-off. If Triton names the versions that failed, or the
-    request for new versions cannot be built (a missing artifact file), try
-    again without them (Triton keeps serving what it had)."""
-    attempt = dict(wanted)
-    failed: set[int] = set()
-    triton_refused = False
-    while attempt and set(attempt) != served:
-        new = set(attempt) - served
-        retry_at = _retry_at()
-        # The back-off goes first: if this load kills the worker, the next
-        # pass finds it and does not load the same thing again at once.
-        hold_off([attempt[n] for n in new], retry_at)
-        versions = sorted(attempt)
-        try:
-            loading = [d.version for d in attempt.values()]
-            if server.model_repository:  # Triton reads the files from its own folder
-                config, files = _write_to_model_repository(server, model.name, loading), []
-            else:
-                config, files = build_load_request(server, model.name, loading)
-            _fresh_connections(client)
-            with around_model_change(server, model.name, [d.version_id for d in attempt.values()], "load"):
-                client.load(model.name, config, files)
-        except TritonUnavailable as exc:
-            # Most often the load outlasted TRITON_LOAD_TIMEOUT_S: back off as
-            # from any failed load. Triton may still finish it; a version it
-            # serves by a later pass is checked and kept. (If the server went
-            # down, the back-off stands too: a model whose load crashes its
-            # server must not crash it again as soon as it restarts.)
-            culprits = new or set(attempt)
-            error = f"{exc} (Triton may still be loading it; it is not loaded again before the back-off ends)"
-            _fail_load(server, model, attempt, culprits, error, retry_at, report)
-            raise _LoadStillRunning from exc
-        except TritonError as exc:
-            triton_refused = True
-            named = {int(v) for v in _FAILED_VERSION.findall(exc.detail)} & set(attempt)
-            culprits = named or new or set(attempt)
-            _fail_load(server, model, attempt, culprits, str(exc), retry_at, report)
-            failed |= culprits
-            if not named:
-                break
-        except Exception as exc:  # the request could not be built: a missing or unreadable artifact
-            log.exception("preparing the load of %s versions %s on %s failed", model.name, versions, server.name)
-            culprits = new or set(attempt)
-            error = f"preparing the load of {model.name} versions {versions} on {server.name} failed: "
-            _fail_load(server, model, attempt, culprits, error + f"{type(exc).__name__}: {exc}", retry_at, report)
-            failed |= culprits
+) -> bool:
+    """Load one version as its own Triton model; False if it failed (observed
+    failed with a back-off, and unloaded again so Triton keeps nothing of it)."""
+    version = deployment.version
+    name = _triton_name(version)
+    retry_at = _retry_at()
+    # The back-off goes first: if this load kills the worker, the next
+    # pass finds it and does not load the same thing again at once.
+    hold_off([deployment], retry_at)
+    try:
+        if server.model_repository:  # Triton reads the files from its own folder
+            config, files = _write_to_model_repository(server, name, [version]), []
         else:
-            report.loads.append(f"{model.name}: {versions}")
-            record(SYSTEM, "triton.load", server, model=model.name, versions=versions)
-            if server.model_repository:  # Triton serves these versions only: the others' folders can go
-                _tidy_model_repository(server, model.name, set(attempt))
-            return failed
-    if triton_refused and not served:
-        # Nothing of this model is served: unload it, so that Triton lets go
-        # of what the failed load left (on 2.51 its temporary model folder
-        # stays even so, until the model's next load or the server's exit).
-        try:
-            with around_model_change(server, model.name, [d.version_id for d in wanted.values()], "unload"):
-                client.unload(model.name)
-        except TritonError as exc:
-            log.warning("unloading %s on %s after its failed load: %s", model.name, server.name, exc)
+            config, files = build_load_request(server, name, [version])
+        _fresh_connections(client)
+        with around_model_change(server, name, [version.pk], "load"):
+            client.load(name, config, files)
+    except TritonUnavailable as exc:
+        # Most often the load outlasted TRITON_LOAD_TIMEOUT_S: back off as
+        # from any failed load. Triton may still finish it; a version it
+        # serves by a later pass is checked and kept. (If the server went
+        # down, the back-off stands too: a model whose load crashes its
+        # server must not crash it again as soon as it restarts.)
+        error = f"{exc} (Triton may still be loading it; it is not loaded again before the back-off ends)"
+        _fail_load(server, model, deployment, error, retry_at, report)
+        raise _LoadStillRunning from exc
+    except TritonError as exc:
+        _fail_load(server, model, deployment, str(exc), retry_at, report)
+        _unload_quietly(server, client, deployment)
+        return False
+    except Exception as exc:  # the request could not be built: a missing or unreadable artifact
+        log.exception("preparing the load of %s on %s failed", version, server.name)
+        error = f"preparing the load of {model.name} version {version.number} ({name}) on {server.name} failed: "
+        _fail_load(server, model, deployment, error + f"{type(exc).__name__}: {exc}", retry_at, report)
         if server.model_repository:
-            _tidy_model_repository(server, model.name, set())
-    return failed
+            _tidy_model_repository(server, name, set())
+        return False
+    report.loads.append(f"{model.name}: [{version.number}]")
+    record(SYSTEM, "triton.load", server, model=model.name, versions=[version.number], triton_model=name)
+    if server.model_repository:  # leftovers of interrupted writes can go
+        _tidy_model_repository(server, name, {version.number})
+    return True
 
 
 def _tidy_model_repository(server: InferenceServer, name: str, keep: set[int]) -> None:
-    """Remove the model's version folders not in `keep` (its whole folder if none); a failure only costs disk."""
+    """Remove the Triton model's version folders not in `keep` (its whole folder if none);
+    a failure only costs disk."""
     try:
         if keep:
             model_repository.remove_versions_except(server.model_repository, name, keep)
@@ -451,19 +463,23 @@ def _tidy_model_repository(server: InferenceServer, name: str, keep: set[int]) -
         log.warning("tidying %s in the model repository of %s failed: %s", name, server.name, exc)
 
 
-def _fail_load(server, model, attempt: dict[int, Deployment], culprits: set[int], error: str, retry_at, report) -> None:
-    for number in culprits:
-        observe(attempt.pop(number), ObservedState.FAILED, error, retry_at=retry_at)
-    record(SYSTEM, "triton.load_failed", server, model=model.name, versions=sorted(culprits), error=error)
+def _fail_load(server, model, deployment: Deployment, error: str, retry_at, report) -> None:
+    observe(deployment, ObservedState.FAILED, error, retry_at=retry_at)
+    number = deployment.version.number
+    name = triton_model_name(model.name, number)
+    record(SYSTEM, "triton.load_failed", server, model=model.name, versions=[number], triton_model=name, error=error)
     report.failures.append(error)
 
 
-def deployable_config(server: InferenceServer, version: ModelVersion, versions: list[int]) -> dict:
+def deployable_config(
+    server: InferenceServer, version: ModelVersion, versions: list[int], name: str | None = None
+) -> dict:
+    """The config Triton gets for `version`, named `name` (by default its own Triton name)."""
     backend, platform = version.backend, version.platform
     if _needs_onnx_runner(server, version):
         backend, platform = "python", ""
     return build_model_config(
-        version.model.name,
+        name or _triton_name(version),
         backend=backend,
         platform=platform,
         max_batch_size=version.max_batch_size,
@@ -510,7 +526,8 @@ def _load_files(server, versions: list[ModelVersion]) -> _LoadFiles:
 
 
 def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple[dict, list[FileGroup]]:
-    """The config and files of one load call for `versions` of a model.
+    """The config and files of one load call for `versions` of a model, as Triton model `name`
+    (the reconciler loads one version at a time, under its own name).
 
     The files travel inside the request: the artifacts are only listed here
     and the load streams their files from storage, so memory does not grow
@@ -519,7 +536,7 @@ def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple
     instead: see `_write_to_model_repository`.)
     """
     newest = max(versions, key=lambda v: v.number)
-    config = deployable_config(server, newest, [v.number for v in versions])
+    config = deployable_config(server, newest, [v.number for v in versions], name)
     files = _load_files(server, versions)
 
     def artifact_group(number: int, artifact: ArtifactFiles) -> FileGroup:
@@ -540,7 +557,7 @@ def build_load_request(server, name: str, versions: list[ModelVersion]) -> tuple
 
 
 def _write_to_model_repository(server, name: str, versions: list[ModelVersion]) -> dict:
-    """Write the model's folder into the server's model repository; the config of a load that reads it."""
+    """Write Triton model `name`'s folder into the server's model repository; the config of a load that reads it."""
     newest = max(versions, key=lambda v: v.number)
     files = _load_files(server, versions)
     model_repository.write_model_folder(
@@ -551,12 +568,12 @@ def _write_to_model_repository(server, name: str, versions: list[ModelVersion]) 
         files.model_files,
         files.generated,
     )
-    return deployable_config(server, newest, [v.number for v in versions])
+    return deployable_config(server, newest, [v.number for v in versions], name)
 
 
 def _schema_mismatch(client: TritonClient, version: ModelVersion) -> str:
     """Compare Triton's served metadata with the registered schema; '' if they agree."""
-    metadata = client.model_metadata(version.model.name, version.number)
+    metadata = client.model_metadata(_triton_name(version), version.number)
     problems = metadata_differences(
         metadata, version.max_batch_size, [t.as_dict() for t in version.inputs], [t.as_dict() for t in version.outputs]
     )

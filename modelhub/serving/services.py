@@ -16,6 +16,7 @@ from modelhub.registry.models import Model, ModelVersion
 from modelhub.registry.services import InUse, NameTaken, delete_model_rows, delete_version_rows
 from modelhub.serving.backends import check_servable
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
+from modelhub.taskqueue import enqueue_on_commit
 
 
 def servers_with_label(label: str, *, enabled_only: bool = True) -> list[InferenceServer]:
@@ -157,7 +158,7 @@ def _describe(deployments: list[Deployment], *, server: bool = True, version: bo
 def _set_desired(
     version: ModelVersion, servers: Iterable[InferenceServer], desired: str, actor: Actor
 ) -> list[Deployment]:
-    from modelhub.serving.tasks import reconcile_server_task
+    from modelhub.serving.tasks import reconcile_server_task, reconcile_servers_task
 
     servers = list(servers)
     result = []
@@ -175,8 +176,18 @@ def _set_desired(
             deployment.save(update_fields=["desired", "desired_at", "retry_at"])
             record(actor, f"deployment.{'deploy' if desired == DesiredState.LOADED else 'undeploy'}", deployment)
             result.append(deployment)
-        for server in servers:
-            reconcile_server_task.delay_on_commit(server.pk)
+        # Several servers (a label, a fleet): one task reconciles them all at once, so the
+        # fleet is loaded in the time of its slowest server, whatever the worker count.
+        fanned_out = [(reconcile_servers_task, [server.pk for server in servers])] if len(servers) > 1 else []
+        for task, target in fanned_out or [(reconcile_server_task, server.pk) for server in servers]:
+            # A broker that is down does not undo the request: the rows stand and the
+            # periodic reconcile loads them; the caller is told (TaskQueueUnavailable).
+            enqueue_on_commit(
+                task,
+                target,
+                recorded=f"the {'deploy' if desired == DesiredState.LOADED else 'undeploy'} request",
+                picked_up_by="the reconciler's periodic pass",
+            )
     return result
 
 

@@ -17,7 +17,7 @@ def observe(deployment: Deployment, state: str, error: str = "", retry_at=None) 
     """Record that `deployment` is observed in `state` (retry_at: when a failed
     one may be tried again). Returns True if it changed; False also when the
     row was deleted meanwhile."""
-    if state != ObservedState.FAILED:
+    if state not in (ObservedState.FAILED, ObservedState.DRAINED):  # the two that say why
         error = ""
     now = timezone.now()
     with transaction.atomic():

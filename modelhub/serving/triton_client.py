@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.http._utils import _raise_if_error  # tritonclient's own reading of Triton's {"error": ...}
 from tritonclient.utils import InferenceServerException
 
+from modelhub.lib.networks import check_resolved, resolve_allowed
 from modelhub.lib.urls import hide_credentials
 
 
@@ -197,15 +198,43 @@ def _read_full(stream: IO[bytes], n: int) -> bytes:
 # given (geventhttpclient sends a body of known length 8 KiB at a time, which
 # costs seconds on a large model). Over gevent sockets, as tritonclient's, so
 # the gevent.Timeout of TritonClient._call bounds the whole call.
+def _connect(host: str, port: int, timeout: float) -> gevent.socket.socket:
+    """A TCP connection to host:port, made only to addresses in MODELHUB_TRITON_ALLOWED_NETWORKS
+    (every address the name resolves to is checked, then one is connected to: no second lookup)."""
+    networks = settings.TRITON_ALLOWED_NETWORKS
+    if not networks:
+        return gevent.socket.create_connection((host, port), timeout)
+    error: OSError | None = None
+    for family, kind, proto, _, address in resolve_allowed(host, port, networks, gevent.socket.getaddrinfo):
+        sock = gevent.socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"{host} resolves to no address")
+
+
+def _guard_connections(client: triton_http.InferenceServerClient, host: str) -> None:
+    # tritonclient's pool (geventhttpclient) resolves the host for each new connection and
+    # connects to what it got: wrapping that resolver checks those very addresses before
+    # any connect. (geventhttpclient is pinned with tritonclient; tests cover the hook.)
+    pool = client._client_stub._connection_pool
+    resolve = pool._resolve
+    pool._resolve = lambda: check_resolved(host, resolve(), settings.TRITON_ALLOWED_NETWORKS)
+
+
 class _GeventHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
-        self.sock = gevent.socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = _connect(self.host, self.port, self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _GeventHTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
-        sock = gevent.socket.create_connection((self.host, self.port), self.timeout)
+        sock = _connect(self.host, self.port, self.timeout)
         self.sock = gevent.ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
 
 
@@ -247,9 +276,11 @@ class TritonClient:
     def _client(self, timeout: float) -> triton_http.InferenceServerClient:
         # tritonclient fixes timeouts per client object: keep one per timeout.
         if timeout not in self._clients:
-            self._clients[timeout] = triton_http.InferenceServerClient(
+            client = triton_http.InferenceServerClient(
                 self._hostport, connection_timeout=timeout, network_timeout=timeout, ssl=self._ssl
             )
+            _guard_connections(client, self._hostport.rsplit(":", 1)[0])
+            self._clients[timeout] = client
         return self._clients[timeout]
 
     def _call(self, call: str, fn, *args, timeout: float | None = None, **kwargs):

@@ -19,6 +19,11 @@ Each chart is a name, the kind of target it draws, and a builder; the page inclu
     drift_summary       version      PSI max, JS distance of the outputs, share of drifted features (%, second y
                                      axis), and the thresholds of the enabled drift alert rules as lines
     live_accuracy       version      live accuracy (from late labels) beside the evaluation accuracy points
+    canary_latency      model        p50 and p95 latency of an alias's stable version and of its canary, overlaid;
+                                     query parameter `alias` (required), as for the two below
+    canary_traffic      model        throughput and failure rate (%) of the stable version and of the canary
+    canary_outputs      model        share of each predicted class (or decile bin of a value output) in the
+                                     sampled requests of the stable version and of the canary (bars)
 
 Targets are written as in the UI: `deployment:<pk>`, `version:<pk>`, `model:<name>`,
 `server:<name>`. A chart that takes more query parameters names them (`Chart.params`); a
@@ -26,10 +31,10 @@ bad value raises BadParameter, naming the parameter (400). A builder returns {"d
 "layout", "empty", "points"}: "empty" says why nothing is drawn (None when something is),
 "points" counts the data points sent.
 
-All series of one chart are read in one pass over the roll-ups and one over the raw
-points, grouped by series (`read_buckets`), so a chart costs the same few queries
-whatever its number of versions or deployments, and no trace has more than
-MAX_POINTS points: the database buckets, as `monitoring.series.read_series` does.
+All series of one chart are read together (`monitoring.series.read_buckets`: one pass
+over the roll-ups and one over the raw points, bucketed in SQL), so a chart costs the
+same few queries whatever its number of versions or deployments, and no trace has more
+than MAX_POINTS points.
 """
 
 import re
@@ -40,28 +45,21 @@ from itertools import chain
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, Sum
-from django.utils import timezone
+from django.db.models import Q
 
 from modelhub.alerts.models import AlertRule, Signal
 from modelhub.alerts.models import Scope as RuleScope
 from modelhub.monitoring.drift import bin_counts
-from modelhub.monitoring.models import CheckKind, CheckResult, Point, PointRollup, ReferenceProfile, SampleBlock
-from modelhub.monitoring.series import (
-    GRANULARITY,
-    MAX_POINTS,
-    RAW,
-    Bucket,
-    bucket_width,
-    floor_seconds,
-    psi_metric,
-    rolled_up_through,
-    source_for,
-)
+from modelhub.monitoring.models import CheckKind, CheckResult, ReferenceProfile
+from modelhub.monitoring.series import Buckets, merged, psi_metric, read_buckets
 from modelhub.registry.models import Alias, EvaluationSet, Model, ModelVersion
 from modelhub.serving.models import Deployment, InferenceServer
+from modelhub.ui import canary
+from modelhub.ui.samples import bin_labels, window_sample
 
 PRODUCTION_ALIAS = "production"
+# The two versions of a canary chart keep their colours across its charts (Plotly's first two).
+CANARY_COLOURS = {"stable": "#1f77b4", "canary": "#ff7f0e"}
 GIB = 2**30
 TARGET_SYNTAX = re.compile(r"(deployment|version|model|server):([A-Za-z0-9._-]{1,100})")
 
@@ -76,75 +74,6 @@ class NoSuchTarget(LookupError):
 
 class BadParameter(ValueError):
     """A chart's own query parameter (`Chart.params`) it cannot use; the text names it: 400."""
-
-
-# --- reading the series --------------------------------------------------------------
-
-Buckets = dict[datetime, tuple[int, float, float, float]]  # bucket start -> (count, sum, min, max)
-
-
-def read_buckets(
-    metrics: list[str], targets: list[str], start: datetime, end: datetime
-) -> dict[tuple[str, str], Buckets]:
-    """{(metric, target): buckets} of every series in metrics x targets that has points in [start, end).
-
-    The bucket width and the source (raw points; or minute or hour roll-ups, then the raw
-    points after the last roll-up) are chosen as read_series chooses them, once for all.
-    """
-    source = source_for(start, bucket_width(start, end, MAX_POINTS), timezone.now())
-    width = bucket_width(start, end, MAX_POINTS, at_least=GRANULARITY[source])
-    if source == RAW:
-        return _raw(metrics, targets, start, end, width)
-    through = rolled_up_through()
-    boundary = min(floor_seconds(through, GRANULARITY[source]), end) if through else start
-    found = _rollups(source, metrics, targets, start, boundary, width) if boundary > start else {}
-    if max(start, boundary) < end:
-        for key, buckets in _raw(metrics, targets, max(start, boundary), end, width).items():
-            found[key] = merged(found.get(key, {}), buckets)
-    return found
-
-
-def _raw(metrics, targets, start: datetime, end: datetime, width: int) -> dict[tuple[str, str], Buckets]:
-    rows = Point.objects.filter(metric__in=metrics, target__in=targets, time__gte=start, time__lt=end)
-    totals = {"n": Count("value"), "total": Sum("value"), "low": Min("value"), "high": Max("value")}
-    return _by_series(rows, Bucket("time", width), totals)
-
-
-def _rollups(resolution, metrics, targets, start, end, width: int) -> dict[tuple[str, str], Buckets]:
-    """From the roll-up holding `start` to `end`: sums of sums and counts, so a bucket's
-    mean is the mean of its points, not a mean of means."""
-    rows = PointRollup.objects.filter(
-        resolution=resolution,
-        metric__in=metrics,
-        target__in=targets,
-        bucket__gte=floor_seconds(start, GRANULARITY[resolution]),
-        bucket__lt=end,
-    )
-    totals = {"n": Sum("count"), "total": Sum("sum"), "low": Min("min"), "high": Max("max")}
-    return _by_series(rows, Bucket("bucket", width), totals)
-
-
-def _by_series(rows, bucket: Bucket, totals: dict) -> dict[tuple[str, str], Buckets]:
-    grouped = rows.order_by().values("metric", "target", moment=bucket).annotate(**totals)
-    found: dict[tuple[str, str], Buckets] = {}
-    # Tuples, not dicts: a 30-day chart of several series reads thousands of rows.
-    for metric, target, moment, *values in grouped.values_list("metric", "target", "moment", *totals):
-        found.setdefault((metric, target), {})[moment] = tuple(values)
-    return found
-
-
-def _merge(a: tuple, b: tuple) -> tuple:
-    return (a[0] + b[0], a[1] + b[1], min(a[2], b[2]), max(a[3], b[3]))
-
-
-def merged(*series: Buckets) -> Buckets:
-    """Several series as one (a version served by two deployments; roll-ups and the raw points
-    after them): the mean of all their points."""
-    out: Buckets = {}
-    for buckets in series:
-        for moment, values in buckets.items():
-            out[moment] = _merge(out[moment], values) if moment in out else values
-    return out
 
 
 # --- figures -------------------------------------------------------------------------
@@ -447,9 +376,6 @@ def server_up(server: InferenceServer, start: datetime, end: datetime) -> dict:
 # --- drift charts (the points of modelhub.monitoring.drift_tasks on version:<pk>) ------
 
 HEATMAP_FEATURES = 30
-# A histogram (or the drift page's current mean and std) reads at most about this many
-# samples of a window, from blocks spread over it: a month of samples is millions of rows.
-WINDOW_SAMPLE_ROWS = 50_000
 DRIFT_SERIES = {"drift_psi_max": "PSI max", "drift_js_outputs": "JS distance of the outputs"}
 
 
@@ -468,26 +394,6 @@ def features_by_psi(result: CheckResult | None) -> list[str]:
     """The features a drift result measured, highest PSI first."""
     psi = (result.details.get("psi") or {}) if result else {}
     return sorted(psi, key=lambda name: (-psi[name], name))
-
-
-def window_sample(version_id: int, start: datetime, end: datetime, max_rows: int = WINDOW_SAMPLE_ROWS):
-    """Features [n, F] of samples in [start, end): every block when they hold at most about
-    `max_rows` samples, else evenly spaced blocks holding about that many. None: no samples."""
-    blocks = list(
-        SampleBlock.objects.filter(version_id=version_id, last_time__gte=start, first_time__lt=end)
-        .order_by("id")
-        .values_list("id", "count")
-    )
-    step = max(1, -(-sum(count for _, count in blocks) // max_rows))
-    chosen = [pk for pk, _ in blocks[::step]]
-    rows = SampleBlock.objects.filter(pk__in=chosen).order_by("id").values_list("count", "times", "features")
-    parts = []
-    for count, times, features in rows.iterator(chunk_size=20):
-        seconds = np.frombuffer(times, dtype="<f8")
-        inside = (seconds >= start.timestamp()) & (seconds < end.timestamp())
-        parts.append(np.frombuffer(features, dtype="<f4").reshape(count, -1)[inside])
-    current = np.vstack(parts) if parts else None
-    return current if current is not None and len(current) else None
 
 
 def drift_heatmap(version: ModelVersion, start: datetime, end: datetime) -> dict:
@@ -528,14 +434,6 @@ def drift_heatmap(version: ModelVersion, start: datetime, end: datetime) -> dict
         yaxis={"type": "category", "automargin": True},
         hovermode="closest",
     )
-
-
-def bin_labels(edges: list[float]) -> list[str]:
-    """A label per bin of `bin_counts`: a value equal to an edge falls in the bin it starts."""
-    if not edges:
-        return ["all values"]
-    inner = [f"[{a:.4g}, {b:.4g})" for a, b in zip(edges, edges[1:], strict=False)]
-    return [f"< {edges[0]:.4g}", *inner, f"≥ {edges[-1]:.4g}"]
 
 
 def bars(name: str, labels: list[str], shares, **style) -> dict:
@@ -648,6 +546,108 @@ def live_accuracy(version: ModelVersion, start: datetime, end: datetime) -> dict
     )
 
 
+# --- canary charts: an alias's stable version and its canary overlaid (modelhub.ui.canary) ----
+
+
+def _canary_pair(model: Model, alias: str | None, title: str, y_title: str, start, end):
+    """(alias, [stable, canary]) or (the figure that says why there is nothing to compare, None)."""
+    try:
+        found = canary.find_alias(model, alias)
+    except LookupError as exc:
+        raise BadParameter(str(exc)) from None
+    try:
+        return found, canary.sides(found)
+    except canary.NoCanary as exc:
+        return figure(f"{title} of {model.name}@{found.name}", y_title, [], str(exc), start, end), None
+
+
+def _side_style(side, dash: str | None = None) -> dict:
+    # Markers too: a canary started minutes ago has one probe per version, and a lone point draws no line.
+    style = {"legendgroup": side.role, "mode": "lines+markers", "line": {"color": CANARY_COLOURS[side.role]}}
+    if dash:
+        style["line"]["dash"] = dash
+    return style
+
+
+def canary_latency(model: Model, start: datetime, end: datetime, alias: str | None = None) -> dict:
+    """p50 (dotted) and p95 of the stable version and of the canary, each over all its deployments."""
+    found, pair = _canary_pair(model, alias, "Canary latency", "latency (ms)", start, end)
+    if pair is None:
+        return found
+    series = canary.per_side(pair, canary.LATENCY, start, end)
+    traces = [
+        trace(f"{side.label} {label}", series[metric, side.version.pk], "ms", **_side_style(side, dash))
+        for side in pair
+        for metric, label, dash in (("latency_p95_ms", "p95", None), ("latency_p50_ms", "p50", "dot"))
+        if (metric, side.version.pk) in series
+    ]
+    reasons = "; ".join(canary.latency_reason(side) for side in pair)
+    return figure(
+        f"Latency of {model.name}@{found.name}: v{pair[0].version.number} vs canary v{pair[1].version.number}",
+        "latency (ms)",
+        traces,
+        reasons,
+        start,
+        end,
+    )
+
+
+def canary_traffic(model: Model, start: datetime, end: datetime, alias: str | None = None) -> dict:
+    """Throughput and failure rate (%, dotted, second axis) of the stable version and of the canary."""
+    found, pair = _canary_pair(model, alias, "Canary traffic", "throughput (req/s)", start, end)
+    if pair is None:
+        return found
+    series = canary.per_side(pair, ("throughput_rps", "failure_rate"), start, end)
+    traces = []
+    for side in pair:
+        key = side.version.pk
+        if ("throughput_rps", key) in series:
+            style = _side_style(side)
+            traces.append(trace(f"{side.label} throughput", series["throughput_rps", key], "req/s", **style))
+        if ("failure_rate", key) in series:
+            style = _side_style(side, "dot")
+            traces.append(
+                trace(f"{side.label} failures", series["failure_rate", key], "%", scale=100, yaxis="y2", **style)
+            )
+    return figure(
+        f"Traffic of {model.name}@{found.name}: v{pair[0].version.number} vs canary v{pair[1].version.number}",
+        "throughput (req/s)",
+        traces,
+        "; ".join(canary.traffic_reason(side) for side in pair),
+        start,
+        end,
+        yaxis2={"title": {"text": "failure rate (%)"}, "overlaying": "y", "side": "right", "rangemode": "tozero"},
+    )
+
+
+def canary_outputs(model: Model, start: datetime, end: datetime, alias: str | None = None) -> dict:
+    """Share of each predicted class (or value bin) in the sampled requests of each version, side by side."""
+    found, pair = _canary_pair(model, alias, "Canary outputs", "share of sampled requests (%)", start, end)
+    if pair is None:
+        return found
+    name, labels, shares = canary.compared_outputs(pair, start, end)
+    traces = [
+        bars(side.label, labels, shares[side.version.pk], marker={"color": CANARY_COLOURS[side.role]})
+        for side in pair
+        if side.version.pk in shares
+    ]
+    missing = [canary.no_samples_reason(side.version) for side in pair if side.version.pk not in shares]
+    title = f"Outputs ({name}) of {model.name}@{found.name}" if name else f"Outputs of {model.name}@{found.name}"
+    if traces and missing:
+        title += f" ({missing[0].partition(':')[0]})"
+    reason = "; ".join(missing) if name else f"v{pair[0].version.number} has no output to compare"
+    return figure(
+        title,
+        "share of sampled requests (%)",
+        traces,
+        reason,
+        start,
+        end,
+        xaxis={"title": {"text": name or "output"}, "type": "category"},
+        barmode="group",
+    )
+
+
 # --- the registry --------------------------------------------------------------------
 
 
@@ -674,6 +674,9 @@ CHARTS: dict[str, Chart] = {
         Chart("drift_histogram", ("version",), drift_histogram, params=("feature",)),
         Chart("drift_summary", ("version",), drift_summary),
         Chart("live_accuracy", ("version",), live_accuracy),
+        Chart("canary_latency", ("model",), canary_latency, params=("alias",)),
+        Chart("canary_traffic", ("model",), canary_traffic, params=("alias",)),
+        Chart("canary_outputs", ("model",), canary_outputs, params=("alias",)),
     )
 }
 

@@ -7,6 +7,7 @@ from django.urls import path
 from modelhub.ui.views import (
     alerts,
     audit,
+    canary,
     catalog,
     charts,
     checks,
@@ -37,6 +38,7 @@ urlpatterns = [
         name="alias-canary-promote",
     ),
     path("models/<str:name>/aliases/<str:alias>/canary/abort", catalog.alias_canary_abort, name="alias-canary-abort"),
+    path("models/<str:name>/aliases/<str:alias>/canary/compare/", canary.canary_compare, name="canary-compare"),
     path("models/<str:name>/versions/<int:number>/", versions.version_detail, name="version-detail"),
     path("models/<str:name>/versions/<int:number>/compare/", versions.version_compare, name="version-compare"),
     path("models/<str:name>/versions/<int:number>/artifact", versions.version_artifact, name="version-artifact"),

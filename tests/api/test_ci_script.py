@@ -54,7 +54,8 @@ def production() -> int:
 def answer(triton, version: int) -> float:
     client = TritonClient("local", triton.http_url)
     try:
-        out = client.infer("ci-doubler", version, {"INPUT": np.array([1.0], dtype=np.float32)}, {"INPUT": "FP32"})
+        one = {"INPUT": np.array([1.0], dtype=np.float32)}
+        out = client.infer(f"ci-doubler__v{version}", version, one, {"INPUT": "FP32"})  # the version's own name
         return float(out["OUTPUT"][0])
     finally:
         client.close()

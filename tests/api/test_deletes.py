@@ -237,7 +237,7 @@ def test_on_a_real_triton_deletes_wait_until_triton_has_unloaded_the_model(
     request_undeploy(version, [server], actor)
     deployment.refresh_from_db()
     assert deployment.observed == "unloaded", deployment.last_error
-    assert not triton_model_ready(triton, "deletable")
+    assert not triton_model_ready(triton, "deletable__v1")  # version 1's own Triton name
     delete_version(version, actor)
     delete_server(server, actor)
     assert not ModelVersion.objects.exists() and not InferenceServer.objects.exists()

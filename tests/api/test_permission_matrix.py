@@ -34,7 +34,7 @@ from modelhub.monitoring.models import CheckKind, CheckResult, Status
 from modelhub.registry.evaluation import attach_evaluation_set
 from modelhub.registry.models import Model
 from modelhub.registry.services import move_alias, register_upload
-from modelhub.serving.models import Deployment, DesiredState, InferenceServer
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ServerGroup
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 
 pytestmark = pytest.mark.django_db
@@ -107,6 +107,13 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("api:server-detail", "PATCH"): Rule("admin", REFUSED, 200, {"base_url": "http://127.0.0.1:19"}),
     ("api:server-detail", "DELETE"): Rule("admin", REFUSED, 204),
     ("api:server-check", "POST"): Rule("deploy", REFUSED, 200),
+    # Server groups (DNS discovery) follow the servers' rules.
+    ("api:server-group-list", "GET"): Rule("read", SHARED, 200),
+    ("api:server-group-list", "POST"): Rule("admin", REFUSED, 201, {"name": "new-group", "dns_name": "new.example"}),
+    ("api:server-group-detail", "GET"): Rule("read", SHARED, 200),
+    ("api:server-group-detail", "PUT"): Rule("admin", REFUSED, 200, {"name": "fleet", "dns_name": "other.example"}),
+    ("api:server-group-detail", "PATCH"): Rule("admin", REFUSED, 200, {"port": 9000}),
+    ("api:server-group-detail", "DELETE"): Rule("admin", REFUSED, 204),
     ("api:audit-list", "GET"): Rule("read", OWN, 200),
     ("api:audit-detail", "GET"): Rule("read", OWN, 200),
     ("api:alert-list", "GET"): Rule("read", OWN, 200),
@@ -254,6 +261,7 @@ def client_for(caller: Caller, digits: Model) -> APIClient:
 def world(tmp_path):
     actor = Actor(source=Source.CLI)
     server = InferenceServer.objects.create(name="dead", base_url="http://127.0.0.1:9", labels=["staging"])
+    ServerGroup.objects.create(name="fleet", dns_name="fleet.invalid")
     models = {}
     for name, factor in (("digits", 2), ("faces", 5)):
         for number in (1, 2):
@@ -289,7 +297,9 @@ def path_for(name: str, target: Model) -> str:
     if "<alias>" in route:
         kwargs["alias"] = "production"
     if "<name>" in route:
-        kwargs["name"] = target.name if name.startswith("api:model") else "dead"
+        kwargs["name"] = (
+            target.name if name.startswith("api:model") else "fleet" if name.startswith("api:server-group") else "dead"
+        )
     if "<pk>" in route:
         if name.startswith("api:audit"):
             kwargs["pk"] = AuditEvent.objects.filter(model_id=target.pk).earliest("id").pk

@@ -9,16 +9,19 @@ tests/test_monitoring_end_to_end.py); a deploy from the UI reconciles in the liv
 request thread on commit, so the deployment page reads its end state.
 """
 
+import json
 import re
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from modelhub.alerts.models import Alert, AlertState
 from modelhub.audit.models import AuditEvent
 from modelhub.monitoring.models import Point
-from modelhub.monitoring.tasks import health_pass, latency_pass
+from modelhub.monitoring.sampling import write_samples
+from modelhub.monitoring.tasks import health_pass, latency_pass, stats_pass
 from modelhub.registry.models import Alias
 from modelhub.registry.services import move_alias
 from modelhub.serving.models import Deployment, InferenceServer, ObservedState
@@ -301,3 +304,82 @@ def test_a_viewer_sees_no_action_forms_and_a_forged_deploy_post_is_refused(
     assert 'data-testid="forbidden"' in forged["body"] and "does not allow" in forged["body"], forged["body"][:2000]
     assert not Deployment.objects.exists()
     assert AuditEvent.objects.count() == audit_before
+
+
+def sampled(version, outputs: list[float]) -> None:
+    """Sampled requests of a doubler version (JSON bodies, as the gateway hands them over)."""
+    samples = []
+    for i, value in enumerate(outputs):
+        tensor = {"datatype": "FP32", "shape": [1], "data": [value]}
+        samples.append(
+            {
+                "time": timezone.now(),
+                "model": version.model.name,
+                "version": version.number,
+                "request_id": f"v{version.number}-{i}",
+                "request_body": json.dumps({"inputs": [{"name": "INPUT", **tensor, "data": [value / 2]}]}).encode(),
+                "binary_header_length": None,
+                "response_body": json.dumps({"outputs": [{"name": "OUTPUT", **tensor}]}).encode(),
+            }
+        )
+    write_samples(samples)
+
+
+@pytest.mark.triton
+def test_operator_starts_a_canary_watches_both_versions_side_by_side_and_promotes_it(
+    page, sign_in, confirmations, triton, actor, tmp_path
+):
+    server = register_server(triton, "brw-canary")
+    stable = doubler(actor, tmp_path, "brw-canary", factor=2)
+    candidate = doubler(actor, tmp_path, "brw-canary", factor=3)
+    for version in (stable, candidate):
+        loaded(version, server, actor)
+    move_alias(stable.model, "production", stable, actor)
+    operator = sign_in("cora", "operator")
+
+    # Start: v2 gets 30 % of production's traffic.
+    page.goto(reverse("ui:model-detail", args=["brw-canary"]))
+    start = action_form(page, "canary-start-production")
+    start.locator("select[name=version]").select_option("2")
+    start.locator("input[name=weight]").fill("30")
+    submit(start)
+    expect(page.locator(".message.success")).to_contain_text("canary v2 gets 30 %")
+
+    # What beat would send meanwhile: Triton's statistics (read before and after the probes' requests),
+    # latency probes of both deployments, sampled requests of both.
+    stats_pass.delay().get()
+    latency_pass.delay().get()
+    stats_pass.delay().get()
+    sampled(stable, [2.0, 4.0, 6.0, 8.0])
+    sampled(candidate, [3.0, 6.0, 9.0])
+
+    # Watch: the comparison shows both versions, in its table and overlaid in its charts.
+    page.get_by_test_id("canary-watch-production").click()
+    expect(page).to_have_url(re.compile(re.escape(reverse("ui:canary-compare", args=["brw-canary", "production"]))))
+    expect(page.get_by_test_id("canary-compare-stable")).to_contain_text("v1 stable")
+    expect(page.get_by_test_id("canary-compare-canary")).to_contain_text("v2 canary")
+    expect(page.get_by_test_id("canary-latency-canary")).to_contain_text("mean of 1 probe")
+    expect(page.get_by_test_id("canary-outputs-stable")).to_contain_text("of about 4 sampled requests")
+    for name, kind in (("canary_latency", ".scatterlayer .trace"), ("canary_outputs", ".barlayer .trace")):
+        chart = page.get_by_test_id(f"chart-{name}")
+        expect_drawn_with_points(chart)
+        expect(chart.locator(kind)).to_have_count(4 if name == "canary_latency" else 2)  # p50 and p95 of each
+        expect(chart.locator(".legend")).to_contain_text("v1 (stable, 70 %)")
+        expect(chart.locator(".legend")).to_contain_text("v2 (canary, 30 %)")
+    expect(page.get_by_test_id("canary-traffic-canary")).to_contain_text("(0 % failed)")
+    expect_drawn_with_points(page.get_by_test_id("chart-canary_traffic"))
+
+    # Promote from the comparison: production moves to v2 with all the traffic.
+    submit(action_form(page, "canary-promote-production"))
+
+    expect(page.locator(".message.success")).to_contain_text("brw-canary@production promoted its canary")
+    alias = page.get_by_test_id("alias-production")  # the model page, after the redirect
+    expect(alias.get_by_role("link", name="v2")).to_have_count(1)
+    expect(alias.get_by_test_id("canary-production")).to_have_text("no canary")
+    assert [c.split(":")[0] for c in confirmations] == [
+        "Start a canary on brw-canary@production (now v1)?",
+        "Promote canary v2",
+    ]
+    production = Alias.objects.get(model=stable.model, name="production")
+    assert (production.version, production.canary_version) == (candidate, None)
+    assert ui_audit("alias.canary.promote", user=operator) is not None

@@ -33,7 +33,8 @@ def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, 
     assert model.evaluation_set.rows == 450
     measured = dict(CheckResult.objects.filter(kind="accuracy").values_list("version__number", "value"))
     assert sorted(measured) == [1, 2] and [round(measured[n], 4) for n in (1, 2)] == accuracies, measured
-    assert {p.name for p in (triton.repository / "digits").iterdir()} >= {"1", "2"}
+    for number in (1, 2):  # each version its own Triton model, and folder
+        assert {p.name for p in (triton.repository / f"digits__v{number}").iterdir()} >= {str(number)}
 
     call_command("load_demo", server="local", timeout=120)  # idempotent
     assert model.versions.count() == 2

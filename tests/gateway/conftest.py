@@ -1,4 +1,4 @@
-"""The gateway under uvicorn in a thread, a doubler model loaded on the session Triton
+"""The gateway's own server in a thread, a doubler model loaded on the session Triton
 once, and stand-in servers (counting, silent, absent) for what Triton cannot fake."""
 
 import json
@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import tritonclient.http as triton_http
-import uvicorn
 from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
@@ -19,8 +18,9 @@ from modelhub.api.tokens import issue_token
 from modelhub.audit.actors import Actor
 from modelhub.audit.models import Source
 from modelhub.gateway.app import create_app
+from modelhub.gateway.server import Server
 from modelhub.registry.services import get_or_create_model, move_alias, register_version
-from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState, triton_model_name
 from tests.conftest import DOUBLER_MANIFEST, doubler_source, make_zip
 
 MODEL = "gw-double"
@@ -31,17 +31,22 @@ ACTOR = Actor(source=Source.CLI)
 @pytest.fixture(scope="session")
 def doubler_on_triton(triton):
     """gw-double versions 1 (x2) and 2 (x3) loaded on the session Triton, straight through
-    its repository API: the gateway reads only the rows, so tests write rows that say so."""
+    its repository API, each under its own Triton name as the reconciler loads them
+    (`gw-double__v1` serving version 1, `gw-double__v2` version 2): the gateway reads only
+    the rows, so tests write rows that say so."""
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    config = {
-        "backend": "python",
-        "max_batch_size": 0,
-        "input": [{"name": "INPUT", "data_type": "TYPE_FP32", "dims": [-1]}],
-        "output": [{"name": "OUTPUT", "data_type": "TYPE_FP32", "dims": [-1]}],
-        "version_policy": {"specific": {"versions": list(FACTORS)}},
-    }
-    files = {f"file:{v}/model.py": doubler_source(f).encode() for v, f in FACTORS.items()}
-    client.load_model(MODEL, config=json.dumps(config), files=files)
+    for version, factor in FACTORS.items():
+        name = triton_model_name(MODEL, version)
+        config = {
+            "name": name,
+            "backend": "python",
+            "max_batch_size": 0,
+            "input": [{"name": "INPUT", "data_type": "TYPE_FP32", "dims": [-1]}],
+            "output": [{"name": "OUTPUT", "data_type": "TYPE_FP32", "dims": [-1]}],
+            "version_policy": {"specific": {"versions": [version]}},
+        }
+        files = {f"file:{version}/model.py": doubler_source(factor).encode()}
+        client.load_model(name, config=json.dumps(config), files=files)
     client.close()
     return triton
 
@@ -101,32 +106,15 @@ def gateway_factory():
         overrides.setdefault("refresh_s", 0.2)
         app = create_app(**overrides)
         port = free_port()
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            log_level="warning",
-            server_header=False,
-            date_header=False,
-            proxy_headers=False,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.01)
+        server = Server(app, "127.0.0.1", port, app.config.max_body)
+        server.start_in_thread()
+        running.append(server)
         return RunningGateway(app, port)
 
     yield start
-    for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=10)
+    for server in running:
+        server.stop()
+        server.join(timeout=10)
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ def factors_of(client, requests_count: int) -> Counter:
 def routed_version(gateway) -> str:
     """The version a stand-in server was asked for, by one request for the model without a version."""
     path = requests.post(f"{gateway.url}/v2/models/{MODEL}/infer", data=b"{}").json()["path"]
-    return path.removeprefix(f"/v2/models/{MODEL}/versions/").removesuffix("/infer")
+    name, number = path.removeprefix("/v2/models/").removesuffix("/infer").split("/versions/")
+    assert name == f"{MODEL}__v{number}", path  # each version under its own Triton name
+    return number
 
 
 @pytest.mark.triton

@@ -79,7 +79,8 @@ def test_the_answer_is_tritons_byte_for_byte_binary_header_included(served, gate
     body, header_length = binary_infer_body([1.5, -2, 4])
     sent = {"Inference-Header-Content-Length": str(header_length), "Content-Type": "application/octet-stream"}
 
-    direct = requests.post(f"{served['triton'].http_url}/v2/models/{MODEL}/versions/1/infer", data=body, headers=sent)
+    triton_url = f"{served['triton'].http_url}/v2/models/{MODEL}__v1/versions/1/infer"  # v1's own Triton name
+    direct = requests.post(triton_url, data=body, headers=sent)
     through = requests.post(f"{gateway.url}/v2/models/{MODEL}/infer", data=body, headers=sent)
 
     assert through.status_code == direct.status_code == 200
@@ -145,7 +146,7 @@ def test_two_live_servers_share_the_load_and_a_down_one_gets_none(registered, ga
     answers = [requests.post(f"{gateway.url}/v2/models/{MODEL}/infer", data=b"{}").json() for _ in range(10)]
 
     assert (a.hits, b.hits, down.hits) == (5, 5, 0)
-    assert {answer["path"] for answer in answers} == {f"/v2/models/{MODEL}/versions/1/infer"}
+    assert {answer["path"] for answer in answers} == {f"/v2/models/{MODEL}__v1/versions/1/infer"}
 
 
 def test_an_unreachable_server_is_a_502_naming_it(registered, gateway_factory):
@@ -266,3 +267,15 @@ def test_sampling_without_a_sink_drops_and_counts(registered, gateway_factory, f
         requests.post(f"{gateway.url}/v2/models/{MODEL}/infer", data=b"{}")
 
     gateway.wait_for(lambda: gateway.app.sampling.stats()["lost"] == 3, timeout=3, what="3 samples counted lost")
+
+
+def test_a_server_outside_the_allowed_networks_gets_no_connection_and_a_502_naming_the_setting(served, gateway_factory):
+    import ipaddress
+
+    refused = gateway_factory(auth_open=True, allowed_networks=(ipaddress.ip_network("10.0.0.0/8"),))
+    response = requests.post(f"{refused.url}/v2/models/{MODEL}/infer", data=b"{}")
+    assert response.status_code == 502
+    assert "127.0.0.1 is not in MODELHUB_TRITON_ALLOWED_NETWORKS (10.0.0.0/8)" in response.json()["error"]
+
+    allowed = gateway_factory(auth_open=True, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    assert infer(client_for(allowed), [1, 2, 3], binary=True) == [2, 4, 6]

@@ -19,7 +19,7 @@ from modelhub.monitoring.models import CheckKind, CheckResult, Point, Status
 from modelhub.monitoring.record import record
 from modelhub.registry.evaluation import attach_evaluation_set
 from modelhub.registry.services import get_or_create_model, register_version
-from modelhub.serving.models import Deployment, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, InferenceServer, ObservedState, triton_model_name
 from modelhub.serving.services import request_deploy
 from modelhub.serving.triton_client import TritonClient
 
@@ -79,7 +79,7 @@ def onnx_accuracy(archive) -> float:
 def largest_triton_batch(triton, model: str, version: int) -> int:
     client = TritonClient("local", triton.http_url)
     try:
-        stats = client.statistics(model)["model_stats"]
+        stats = client.statistics(triton_model_name(model, version))["model_stats"]
     finally:
         client.close()
     [served] = [s for s in stats if s["version"] == str(version)]

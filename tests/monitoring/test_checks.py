@@ -107,14 +107,14 @@ def test_a_model_unloaded_behind_modelhubs_back_fails_readiness_with_tritons_rea
     assert results(CheckKind.MODEL_READY, deployment=deployment)[0].status == Status.OK
 
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    client.unload_model("unloaded-behind-back")
+    client.unload_model("unloaded-behind-back__v1")  # version 1's own Triton name
     client.close()
     run_pass("model_checks", "model_checks:after")
 
     [latest, _] = results(CheckKind.MODEL_READY, deployment=deployment)
     assert latest.status == Status.FAIL and latest.value == 0.0
-    assert "version 1 of 'unloaded-behind-back' is not ready on Triton server 'unloaded-behind'" in latest.message
-    assert "Request for unknown model: 'unloaded-behind-back' version 1 is not at ready state" in latest.message
+    assert "version 1 of 'unloaded-behind-back__v1' is not ready on Triton server 'unloaded-behind'" in latest.message
+    assert "Request for unknown model: 'unloaded-behind-back__v1' version 1 is not at ready state" in latest.message
     assert len(results(CheckKind.SCHEMA, deployment=deployment)) == 1  # no schema check of a model not served
 
 
@@ -123,7 +123,7 @@ def test_schema_mismatch_names_the_tensor_and_what_differs(triton, actor, double
     deployment = deploy(actor, doubler_zip(2, "drift.zip"), manifest, "schema-drift-model", server)
     # Someone reloads the model by hand with OUTPUT as FP64: Triton now serves another schema.
     config = {
-        "name": "schema-drift-model",
+        "name": "schema-drift-model__v1",  # version 1's own Triton name
         "backend": "python",
         "max_batch_size": 0,
         "input": [{"name": "INPUT", "data_type": "TYPE_FP32", "dims": [-1]}],
@@ -131,7 +131,7 @@ def test_schema_mismatch_names_the_tensor_and_what_differs(triton, actor, double
     }
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
     client.load_model(
-        "schema-drift-model", config=json.dumps(config), files={"file:1/model.py": doubler_source(2).encode()}
+        "schema-drift-model__v1", config=json.dumps(config), files={"file:1/model.py": doubler_source(2).encode()}
     )
     client.close()
 

@@ -157,7 +157,7 @@ def test_a_candidate_worse_than_production_beyond_the_tolerance_is_refused_and_o
 def test_a_candidate_unloaded_behind_modelhubs_back_fails_the_loaded_gate_with_tritons_reason(version_of, server):
     candidate = version_of("gate-gone", doubler(2))
     client = TritonClient.for_server(server)
-    client.unload("gate-gone")  # Triton forgets it; the deployment still reads "loaded"
+    client.unload("gate-gone__v1")  # Triton forgets it; the deployment still reads "loaded"
     client.close()
 
     report = evaluate_gates(candidate.model, candidate, None)

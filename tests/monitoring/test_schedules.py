@@ -14,6 +14,7 @@ pytestmark = pytest.mark.django_db
 
 EXPECTED = {
     "reconcile-all-servers": ("modelhub.serving.tasks.reconcile_all", 30),
+    "discover-servers": ("modelhub.serving.discovery_tasks.discover_servers", 10),
     "server-health": ("modelhub.monitoring.tasks.health_pass", 30),
     "model-checks": ("modelhub.monitoring.tasks.model_checks_pass", 60),
     "latency-probe": ("modelhub.monitoring.tasks.latency_pass", 60),
@@ -95,6 +96,7 @@ def test_intervals_come_from_settings_when_first_created(settings):
     [
         ("modelhub.serving.tasks.reconcile_server_task", "reconcile"),
         ("modelhub.serving.retention.expire_old_rows", "reconcile"),
+        ("modelhub.serving.discovery_tasks.discover_servers", "checks"),  # a DNS lookup, never behind a load
         ("modelhub.monitoring.tasks.health_pass", "checks"),
         ("modelhub.monitoring.maintenance.roll_up_and_prune", "checks"),
         ("modelhub.monitoring.accuracy_tasks.accuracy_pass", "accuracy"),

@@ -71,7 +71,7 @@ def test_n_inferences_on_the_real_triton_give_a_requests_point_of_n(triton, acto
 
     client = TritonClient.for_server(server)
     for _ in range(7):
-        client.infer("stats-real-model", 1, {"INPUT": np.ones(3, dtype=np.float32)}, {"INPUT": "FP32"})
+        client.infer("stats-real-model__v1", 1, {"INPUT": np.ones(3, dtype=np.float32)}, {"INPUT": "FP32"})
     client.close()
     run_pass("stats", "stats:2")
 
@@ -80,7 +80,7 @@ def test_n_inferences_on_the_real_triton_give_a_requests_point_of_n(triton, acto
     assert series["requests"] == 7 and series["failures"] == 0 and series["failure_rate"] == 0
     assert series["throughput_rps"] > 0
     assert {"queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms"} <= series.keys()
-    baseline = StatsBaseline.objects.get(server=server, triton_model="stats-real-model", triton_version="1")
+    baseline = StatsBaseline.objects.get(server=server, triton_model="stats-real-model__v1", triton_version="1")
     assert baseline.counters["success_count"] >= 7
 
     # The same pass again (a retried task) records nothing and does not move the baseline on.

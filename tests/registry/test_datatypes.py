@@ -249,7 +249,7 @@ def test_every_datatype_deploys_and_tritons_metadata_agrees_with_the_schema(trit
 
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
     try:
-        metadata = client.get_model_metadata("all-datatypes")
+        metadata = client.get_model_metadata("all-datatypes__v1")  # version 1's own Triton name
     finally:
         client.close()
     served = {t["name"]: (t["datatype"], t["shape"]) for t in metadata["inputs"] + metadata["outputs"]}

@@ -6,7 +6,13 @@ import tritonclient.http as triton_http
 
 from modelhub.registry.models import Model
 from modelhub.registry.services import get_or_create_model, register_version
-from modelhub.serving.models import Deployment, DeploymentTransition, InferenceServer, ObservedState
+from modelhub.serving.models import (
+    Deployment,
+    DeploymentTransition,
+    InferenceServer,
+    ObservedState,
+    triton_model_name,
+)
 from modelhub.serving.reconciler import reconcile_server
 from modelhub.serving.services import request_deploy, request_undeploy
 from tests.conftest import BROKEN_MODEL_PY, EXTRA_OUTPUT_MODEL_PY, make_zip
@@ -24,12 +30,13 @@ def register(actor, artifact, manifest, model_name):
 
 
 def infer(triton, model: str, version: int, values: list[float]) -> list[float]:
+    """Version `version` of registered model `model`, asked of Triton directly (its own Triton name)."""
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
     try:
         data = np.array(values, dtype=np.float32)
         tensor = triton_http.InferInput("INPUT", list(data.shape), "FP32")
         tensor.set_data_from_numpy(data)
-        result = client.infer(model, [tensor], model_version=str(version))
+        result = client.infer(triton_model_name(model, version), [tensor], model_version=str(version))
         return result.as_numpy("OUTPUT").tolist()
     finally:
         client.close()
@@ -70,7 +77,8 @@ def test_two_versions_of_one_model_are_served_at_once_and_unload_leaves_the_othe
 
     request_undeploy(v2, [server], actor)
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    assert not client.is_model_ready("two-versions")
+    assert not client.is_model_ready(triton_model_name("two-versions", 2))
+    assert not client.is_model_ready(triton_model_name("two-versions", 1))
     client.close()
 
 
@@ -116,7 +124,7 @@ def test_served_metadata_that_disagrees_with_schema_fails_the_deployment_and_unl
     assert deployment.retry_at is not None
     # Not left serving behind "failed".
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
-    assert not client.is_model_ready("surprise")
+    assert not client.is_model_ready(triton_model_name("surprise", version.number))
     client.close()
 
 
@@ -180,7 +188,7 @@ def test_triton_killed_and_restarted_gets_its_models_back_on_the_next_reconcile(
     own.restart()
     report = reconcile_server(server.pk)
 
-    assert report.loads == ["phoenix: [1, 2]"]
+    assert report.loads == ["phoenix: [1]", "phoenix: [2]"]  # each version its own Triton model
     assert {d.observed for d in server.deployments.all()} == {ObservedState.LOADED}
     assert infer(own, "phoenix", 1, [1.0]) == [2.0]
     assert infer(own, "phoenix", 2, [1.0]) == [7.0]
@@ -218,22 +226,8 @@ def test_a_bare_onnx_version_runs_in_the_python_runner_on_a_server_without_onnxr
     data = np.array([[1, 2, 3]], dtype=np.float32)
     tensor = triton_http.InferInput("x", [1, 3], "FP32")
     tensor.set_data_from_numpy(data)
-    assert client.infer("bare-onnx", [tensor]).as_numpy("y").tolist() == [[2, 4, 6]]
+    assert client.infer(triton_model_name("bare-onnx", 1), [tensor]).as_numpy("y").tolist() == [[2, 4, 6]]
     client.close()
 
 
-def test_versions_with_different_schemas_cannot_share_one_triton_model(triton, actor, doubler_zip, manifest):
-    server = register_server(triton)
-    old = register(actor, doubler_zip(2, "old.zip"), manifest, "reshaped")
-    manifest["inputs"][0]["dims"] = [4]
-    manifest["outputs"][0]["dims"] = [4]
-    new = register(actor, doubler_zip(3, "new.zip"), manifest, "reshaped")
-
-    request_deploy(old, [server], actor)
-    request_deploy(new, [server], actor)
-
-    old_deployment, new_deployment = old.deployments.get(), new.deployments.get()
-    assert new_deployment.observed == ObservedState.LOADED, new_deployment.last_error
-    assert old_deployment.observed == ObservedState.FAILED
-    assert "cannot be served beside version 2" in old_deployment.last_error
-    assert infer(triton, "reshaped", 2, [1, 1, 1, 1]) == [3, 3, 3, 3]
+# Versions whose schemas differ are served side by side: tests/serving/test_per_version_names.py.

@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from modelhub.lib.onnx_models import ONNX_RUNNER_MODEL_PY
 from modelhub.registry.services import get_or_create_model, register_version
 from modelhub.serving.model_repository import MARKER
-from modelhub.serving.models import Deployment, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, InferenceServer, ObservedState, triton_model_name
 from modelhub.serving.reconciler import _write_to_model_repository
 from modelhub.serving.services import request_deploy, request_undeploy
 
@@ -46,12 +46,13 @@ def deploy(version, server, actor) -> Deployment:
 
 
 def infer(client, model: str, version: int, inputs: dict[str, np.ndarray], output: str) -> np.ndarray:
+    """Version `version` of registered model `model`, under its own Triton name."""
     tensors = []
     for name, array in inputs.items():
         tensor = triton_http.InferInput(name, list(array.shape), triton_http.np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
-    return client.infer(model, tensors, model_version=str(version)).as_numpy(output)
+    return client.infer(triton_model_name(model, version), tensors, model_version=str(version)).as_numpy(output)
 
 
 @pytest.fixture
@@ -92,32 +93,37 @@ def test_a_multi_file_model_is_written_to_the_folder_and_served_from_it_version_
     answers = {1: [2.5 + 3 + len(tails[0]) % 7, 5 + 3 + len(tails[0]) % 7], 2: [4 + 3 + 6, 8 + 3 + 6]}
 
     assert deploy(v1, server, actor).observed == ObservedState.LOADED
-    folder = triton.repository / "multi"
+    folder = triton.repository / "multi__v1"  # one Triton model, and folder, per version
     # byte for byte what the zip holds, where Triton looks for it
     with zipfile.ZipFile(artifacts[0][0]) as zf:
         for name in zf.namelist():
             assert (folder / name).read_bytes() == zf.read(name), name
     assert sorted(p.name for p in folder.iterdir()) == ["1", "labels.txt"]
     assert infer(client, "multi", 1, {"INPUT": x}, "OUTPUT").tolist() == answers[1]
-    assert {m["name"] for m in client.get_model_repository_index()} == {"multi"}  # a repository model, no override
+    # a repository model, no override
+    assert {m["name"] for m in client.get_model_repository_index()} == {"multi__v1"}
     first = (folder / "1").stat().st_ino
 
     v2 = register_version(model, artifacts[1][0], manifest, actor).version
     assert deploy(v2, server, actor).observed == ObservedState.LOADED
-    assert (folder / "1").stat().st_ino == first  # complete version folders are reused, not rewritten
-    assert (folder / "2" / "data" / "factor.bin").read_bytes() == artifacts[1][1]["1/data/factor.bin"]
+    assert (folder / "1").stat().st_ino == first  # v2's load leaves v1's folder (and v1) alone
+    second = triton.repository / "multi__v2"
+    assert sorted(p.name for p in second.iterdir()) == ["2", "labels.txt"]
+    assert (second / "2" / "data" / "factor.bin").read_bytes() == artifacts[1][1]["1/data/factor.bin"]
     assert infer(client, "multi", 1, {"INPUT": x}, "OUTPUT").tolist() == answers[1]
     assert infer(client, "multi", 2, {"INPUT": x}, "OUTPUT").tolist() == answers[2]
+    assert {m["name"] for m in client.get_model_repository_index()} == {"multi__v1", "multi__v2"}
 
     request_undeploy(v1, [server], actor)
     assert Deployment.objects.get(version=v1).observed == ObservedState.UNLOADED
-    assert sorted(p.name for p in folder.iterdir()) == ["2", "labels.txt"]  # no leftovers either
-    assert not client.is_model_ready("multi", "1") and client.is_model_ready("multi", "2")
+    assert not folder.exists()  # no leftovers either
+    assert sorted(p.name for p in second.iterdir()) == ["2", "labels.txt"]
+    assert not client.is_model_ready("multi__v1", "1") and client.is_model_ready("multi__v2", "2")
     assert infer(client, "multi", 2, {"INPUT": x}, "OUTPUT").tolist() == answers[2]
 
     request_undeploy(v2, [server], actor)
     assert Deployment.objects.get(version=v2).observed == ObservedState.UNLOADED
-    assert not folder.exists()
+    assert not second.exists()
 
 
 @pytest.mark.triton
@@ -135,7 +141,7 @@ def test_a_bare_onnx_model_is_linked_into_the_folder_with_its_runner_and_answers
 
     assert deploy(version, server, actor).observed == ObservedState.LOADED
 
-    version_folder = triton.repository / "iris" / "1"
+    version_folder = triton.repository / "iris__v1" / "1"
     # (and the __pycache__ the python backend writes when it imports the runner)
     assert {MARKER, "model.onnx", "model.py"} <= {p.name for p in version_folder.iterdir()}
     assert (version_folder / "model.onnx").read_bytes() == onnx_path.read_bytes()

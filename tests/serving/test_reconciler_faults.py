@@ -16,7 +16,7 @@ import tritonclient.http as triton_http
 from django.db import connection
 from django.utils import timezone
 
-from modelhub.serving.models import Deployment, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, InferenceServer, ObservedState, triton_model_name
 from modelhub.serving.reconciler import reconcile_server
 from modelhub.serving.services import request_deploy
 from tests.conftest import DOUBLER_MODEL_PY, make_zip
@@ -70,10 +70,10 @@ def wait_for(predicate, timeout: float, what: str) -> float:
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def ready(triton, model: str) -> bool:
+def ready(triton, model: str, version: int = 1) -> bool:
     client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
     try:
-        return client.is_model_ready(model)
+        return client.is_model_ready(triton_model_name(model, version))
     finally:
         client.close()
 
@@ -144,7 +144,7 @@ def test_a_deployment_deleted_during_the_pass_does_not_stop_it(
     assert not Deployment.objects.filter(pk=doomed.pk).exists()
     # Its model was loaded for a deployment that no longer exists: the same run took it off again.
     assert not ready(triton, "fault-a-vanishing")
-    assert "fault-a-vanishing" in report.unloads
+    assert "fault-a-vanishing: [1]" in report.unloads
     assert report.failures == []
 
 
@@ -190,7 +190,7 @@ def test_a_load_that_hangs_backs_off_and_does_not_hold_back_other_models(
     hung_deployment.refresh_from_db()
     assert hung_deployment.observed == ObservedState.FAILED
     assert "no answer within 50 s" in hung_deployment.last_error
-    assert "load (fault-a-hangs)" in hung_deployment.last_error
+    assert "load (fault-a-hangs__v1)" in hung_deployment.last_error
     assert hung_deployment.retry_at > timezone.now() + timedelta(seconds=60)
     server.refresh_from_db()
     assert server.live is True  # a load timeout is not "server down"

@@ -259,9 +259,10 @@ def test_a_multi_file_model_is_streamed_into_triton_and_answers(triton, actor, m
     deployment.refresh_from_db()
     assert deployment.observed == ObservedState.LOADED, deployment.last_error
     client = TritonClient.for_server(server)
-    out = client.infer(name, version.number, {"INPUT": np.array([1.0, 2.0], dtype=np.float32)}, {"INPUT": "FP32"})
+    served = f"{name}__v{version.number}"  # the version's own Triton name
+    out = client.infer(served, version.number, {"INPUT": np.array([1.0, 2.0], dtype=np.float32)}, {"INPUT": "FP32"})
     assert out["OUTPUT"].tolist() == [2.5 + 3 + len(tail) % 7, 5.0 + 3 + len(tail) % 7]
-    client.unload(name)
+    client.unload(served)
 
 
 @pytest.mark.triton
@@ -277,7 +278,7 @@ def test_a_version_over_the_load_cap_fails_its_deployment_with_the_reason(
 
     deployment.refresh_from_db()
     assert deployment.observed == ObservedState.FAILED
-    assert "load (too-big) failed" in deployment.last_error
+    assert "load (too-big__v1) failed" in deployment.last_error
     assert "MODELHUB_MAX_LOAD_BYTES" in deployment.last_error
     assert f"{version.version_files['model.py']} bytes" in deployment.last_error
 

@@ -19,6 +19,7 @@ from sklearn.tree import DecisionTreeClassifier
 from tritonclient.grpc import model_config_pb2
 
 from modelhub.registry.triton_config import parse_config_pbtxt, schema_from_config
+from modelhub.serving.models import triton_model_name
 
 # The API fixtures are imported from tests/api/conftest.py; naming them as
 # arguments redefines the imported names, which is how pytest fixtures work.
@@ -115,6 +116,7 @@ def upload_and_deploy(admin_api, server: str, model: str, artifact, manifest: di
 
 
 def infer(client, model: str, inputs: dict[str, np.ndarray], outputs: list[str], binary: bool = True) -> dict:
+    """Version 1 of registered model `model`, under its own Triton name."""
     tensors = []
     for name, array in inputs.items():
         datatype = "BYTES" if array.dtype == object else triton_http.np_to_triton_dtype(array.dtype)
@@ -122,7 +124,7 @@ def infer(client, model: str, inputs: dict[str, np.ndarray], outputs: list[str],
         tensor.set_data_from_numpy(array, binary_data=binary)
         tensors.append(tensor)
     requested = [triton_http.InferRequestedOutput(name, binary_data=binary) for name in outputs]
-    result = client.infer(model, tensors, outputs=requested)
+    result = client.infer(triton_model_name(model, 1), tensors, outputs=requested)
     return {name: result.as_numpy(name) for name in outputs}
 
 
@@ -189,7 +191,7 @@ def test_a_skl2onnx_classifier_with_string_labels_uploaded_bare_deploys_and_answ
     assert [b.decode() for b in out["label"][:, 0]] == clf.predict(sample).tolist()
     assert out["probabilities"].shape == (15, 3)
     np.testing.assert_allclose(out["probabilities"], clf.predict_proba(sample), atol=1e-5)
-    metadata = triton_client.get_model_metadata("iris")
+    metadata = triton_client.get_model_metadata(triton_model_name("iris", 1))
     assert {t["name"]: t["shape"] for t in metadata["outputs"]} == {"label": [-1, 1], "probabilities": [-1, 3]}
 
 
@@ -206,7 +208,7 @@ def test_a_classifier_with_integer_labels_uploaded_bare_deploys_and_answers(admi
     np.testing.assert_allclose(out["probabilities"], clf.predict_proba(X[:16]), atol=1e-6)
 
     # The config Triton serves, read back as a config.pbtxt, is the registered schema.
-    served = triton_client.get_model_config("digits-tree")
+    served = triton_client.get_model_config(triton_model_name("digits-tree", 1))
     message = json_format.ParseDict(served, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
     assert message.output[0].dims == [1] and message.output[0].HasField("reshape")
     schema = schema_from_config(parse_config_pbtxt(text_format.MessageToString(message)))

@@ -96,8 +96,8 @@ def test_scheduled_reconcile_on_a_real_worker_loads_and_restores_after_restart(
     client = triton_http.InferenceServerClient(own.http_url.removeprefix("http://"))
     own.kill()
     own.restart()
-    assert not client.is_model_ready("beat-driven")  # explicit mode forgot it
-    wait_for(lambda: client.is_model_ready("beat-driven", "1"), 60, "beat to restore the model after a restart")
+    assert not client.is_model_ready("beat-driven__v1")  # explicit mode forgot it
+    wait_for(lambda: client.is_model_ready("beat-driven__v1", "1"), 60, "beat to restore the model after a restart")
     client.close()
 
 

@@ -12,12 +12,15 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from modelhub.audit.actors import Actor
+from modelhub.audit.models import Source
 from modelhub.monitoring.models import CheckKind, CheckResult, Point, Status
 from modelhub.monitoring.rollups import roll_up
-from modelhub.monitoring.series import MAX_POINTS, read_series
+from modelhub.monitoring.series import MAX_POINTS, read_buckets, read_series
 from modelhub.registry.models import Alias, EvaluationSet, Model, ModelVersion
+from modelhub.registry.services import start_canary
 from modelhub.serving.models import Deployment, InferenceServer
-from modelhub.ui.charts import CHARTS, read_buckets
+from modelhub.ui.charts import CHARTS
 
 pytestmark = pytest.mark.django_db
 
@@ -241,20 +244,24 @@ def test_a_custom_range_reads_only_that_window(world, viewer):
     assert datetime.fromisoformat(trace["x"][-1]) < end
 
 
-def test_charts_read_roll_ups_and_recent_raw_points_as_read_series_does(world):
-    target = f"deployment:{world.d1.pk}"
+def test_one_read_of_several_series_gives_each_series_as_its_own_read_does(world):
+    # Charts read all their series at once; the series API reads one: the same buckets.
+    targets = [f"deployment:{world.d1.pk}", f"deployment:{world.d2.pk}"]
     now = timezone.now()
-    fill("latency_p95_ms", target, days=3, every_s=15, value="mod(n, 13)", end=now)
+    fill("latency_p95_ms", targets[0], days=3, every_s=15, value="mod(n, 13)", end=now)
+    fill("latency_p95_ms", targets[1], days=3, every_s=15, value="100 + mod(n, 7)", end=now)
     roll_up(now - timedelta(hours=2))  # the last two hours are raw only
     for days in (30, 7, 1, 1 / 24):
         start, end = now - timedelta(days=days), now
-        ours = read_buckets(["latency_p95_ms"], [target], start, end)[("latency_p95_ms", target)]
-        theirs = read_series("latency_p95_ms", target, start, end)
-        assert sorted(ours) == [p.time for p in theirs.points]
-        for point in theirs.points:
-            count, total, low, high = ours[point.time]
-            assert (count, low, high) == (point.count, point.min, point.max)
-            assert total / count == pytest.approx(point.mean)
+        together = read_buckets(["latency_p95_ms"], targets, start, end, now=now)
+        for target in targets:
+            ours = together[("latency_p95_ms", target)]
+            theirs = read_series("latency_p95_ms", target, start, end, now=now)
+            assert sorted(ours) == [p.time for p in theirs.points]
+            for point in theirs.points:
+                count, total, low, high = ours[point.time]
+                assert (count, low, high) == (point.count, point.min, point.max)
+                assert total / count == pytest.approx(point.mean)
 
 
 # --- empty charts say why --------------------------------------------------------------------
@@ -342,8 +349,10 @@ def test_the_chart_data_needs_a_signed_in_person_with_a_role(world, client, clie
 
 
 def _queries(client, chart: str, target: str) -> int:
+    # The canary charts compare production's version with its canary (started in the test).
+    params = {"alias": "production"} if "alias" in CHARTS[chart].params else {}
     with CaptureQueriesContext(connection) as queries:
-        assert get_chart(client, chart, target=target, range="30d").status_code == 200
+        assert get_chart(client, chart, target=target, range="30d", **params).status_code == 200
     return len(queries)
 
 
@@ -360,6 +369,7 @@ def test_a_chart_costs_the_same_queries_whatever_its_number_of_series(world, vie
         model=world.model, file="e.npz", file_format="npz", sha256="e" * 64, size=1, rows=1, output="OUTPUT"
     )
     fill("latency_p95_ms", f"deployment:{world.d1.pk}", days=1, every_s=300)
+    start_canary(world.model, "production", world.v2, 10, Actor(source=Source.CLI))
     roll_up()  # roll-ups and raw points after them: the chart reads both
     few = _queries(viewer, chart, target)
     for n in range(3, 9):

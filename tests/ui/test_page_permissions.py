@@ -61,6 +61,7 @@ EXPECTED: dict[str, Page] = {
     "alias-canary": Page("deploy", "post", "alias"),
     "alias-canary-promote": Page("deploy", "post", "alias"),
     "alias-canary-abort": Page("deploy", "post", "alias"),
+    "canary-compare": Page("read", args="alias"),
     "version-detail": Page("read", args="version"),
     "version-compare": Page("read", args="version"),
     "version-artifact": Page("read", args="version"),

@@ -295,12 +295,13 @@ def test_comparison_flags_each_way_triton_and_modelhub_disagree():
         _deployment("stale", 3, DesiredState.UNLOADED, ObservedState.UNLOADED),
         _deployment("gone", 1, DesiredState.UNLOADED, ObservedState.UNLOADED),
     ]
-    served = {
-        ("agree", "1"): Served("READY"),
-        ("failed", "1"): Served("UNAVAILABLE", "load failed: invalid model.py"),
-        ("stale", "3"): Served("READY"),
+    served = {  # Triton's names: ModelHub's are <model>__v<n>
+        ("agree__v1", "1"): Served("READY"),
+        ("failed__v1", "1"): Served("UNAVAILABLE", "load failed: invalid model.py"),
+        ("stale__v3", "3"): Served("READY"),
         ("stranger", "7"): Served("READY"),
-        ("old", "1"): Served("UNAVAILABLE", "unloaded"),
+        ("orphan__v4", "4"): Served("READY"),
+        ("old__v1", "1"): Served("UNAVAILABLE", "unloaded"),
     }
 
     rows = {(r.model, r.version): r for r in compare_served(deployments, served, complete=True)}
@@ -310,6 +311,12 @@ def test_comparison_flags_each_way_triton_and_modelhub_disagree():
     assert rows["failed", "1"].diff and rows["failed", "1"].reason == "load failed: invalid model.py"
     assert rows["stale", "3"].diff and "still serves" in rows["stale", "3"].reason
     assert rows["stranger", "7"].diff and rows["stranger", "7"].deployment is None
+    assert "not ModelHub's: left alone" in rows["stranger", "7"].reason
+    # A ModelHub name maps back to its model and version; one no deployment here wants is flagged.
+    orphan = rows["orphan", "4"]
+    assert orphan.diff and orphan.deployment is None and orphan.triton_name == "orphan__v4"
+    assert orphan.reason == "served by Triton, but not a ModelHub deployment"
+    assert rows["agree", "1"].triton_name == "agree__v1" and rows["agree", "1"].deployment is not None
     assert ("old", "1") not in rows  # unloaded and unwanted: nothing to say
     ordered = compare_served(deployments, served, complete=True)
     assert [r.diff for r in ordered] == sorted((r.diff for r in ordered), reverse=True)  # disagreements first
@@ -338,17 +345,20 @@ def test_a_password_in_a_server_url_never_reaches_a_page(client_as, upload):
         assert "hunter2" not in html and "***@127.0.0.1:9" in html, page
 
 
-def test_an_edit_keeps_masked_credentials_it_was_sent_back(client_as):
+def test_an_edit_of_a_server_registered_with_credentials_says_to_remove_them_and_never_shows_them(client_as):
+    # Credentials in server URLs are refused (ModelHub never sent them); rows from before remain.
     url = "http://ops:hunter2@127.0.0.1:9"
     srv = server(base_url=url)
     form = {"name": "gpu-a", "base_url": "http://***@127.0.0.1:9", "enabled": "on", "labels": "gpu"}
 
     response = client_as("admin").post(reverse("ui:server-edit", args=["gpu-a"]), form)
 
-    assert response.status_code == 302
+    html = response.content.decode()
+    assert response.status_code == 200 and "must not contain a user name or password" in html
+    assert "hunter2" not in html
     srv.refresh_from_db()
-    assert srv.base_url == url and srv.labels == ["gpu"]
-    assert ui_events("inferenceserver.update").get().details["fields"] == ["labels"]
+    assert srv.base_url == url and srv.labels != ["gpu"]
+    assert not ui_events("inferenceserver.update").exists()
 
 
 @pytest.mark.triton
@@ -370,7 +380,7 @@ def test_served_box_matches_a_loaded_model_then_shows_an_unload_behind_modelhubs
 
     triton_client = TritonClient.for_server(srv)
     try:
-        triton_client.unload("srv-ui-doubler")
+        triton_client.unload(f"srv-ui-doubler__v{version.number}")
     finally:
         triton_client.close()
     unloaded = client.get(box).content.decode()
@@ -543,3 +553,22 @@ def test_an_error_stored_with_a_password_is_masked_on_every_page_that_shows_it(c
     for page in pages:
         html = client.get(page).content.decode()
         assert "hunter2" not in html and "***@127.0.0.1:9" in html, page
+
+
+def test_a_drained_server_and_its_deployments_say_drained_on_the_pages(client_as, upload):
+    from modelhub.serving.discovery import sync_group
+    from modelhub.serving.models import ServerGroup
+
+    group = ServerGroup.objects.create(name="fleet", dns_name="triton.example", port=9)
+    sync_group(group.pk, lambda name, port: ["10.0.0.1"])
+    server = InferenceServer.objects.get(name="fleet-10.0.0.1")
+    Deployment.objects.create(version=upload(), server=server, observed=ObservedState.LOADED)
+    sync_group(group.pk, lambda name, port: [])
+    viewer = client_as("viewer")
+
+    listing = viewer.get(reverse("ui:server-list")).content.decode()
+    row = listing[listing.index('data-server="fleet-10.0.0.1"') :].split("</tr>")[0]
+    assert 'data-state="drained"' in row and "1 drained" in row
+    page = viewer.get(reverse("ui:server-detail", args=[server.name])).content.decode()
+    assert "drained: its address left its group's DNS name" in page
+    assert "fleet (triton.example), address 10.0.0.1; drained since" in page

@@ -62,7 +62,7 @@ def test_viewer_sees_schema_config_provenance_and_artifact(client_as, version):
     assert 'data-testid="schema-table"' in html
     assert "INPUT" in html and "OUTPUT" in html and "FP32" in html
     # The config the reconciler would send, in Triton's text form.
-    assert 'data-testid="triton-config">name: &quot;digits&quot;' in html
+    assert 'data-testid="triton-config">name: &quot;digits__v1&quot;' in html  # the version's own Triton name
     assert "backend: &quot;python&quot;" in html and "TYPE_FP32" in html
     assert "versions: 1" in html
     assert '<a href="https://ci.example.com/runs/1"' in html

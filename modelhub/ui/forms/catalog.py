@@ -52,7 +52,18 @@ class ModelFilterForm(forms.Form):
         return any(self.cleaned_data.get(name) for name in self.fields)
 
 
-class AliasMoveForm(forms.Form):
+class VersionOfModel:
+    """A form's `version` field, a number, cleaned to that version of the form's `model`."""
+
+    def clean_version(self) -> ModelVersion:
+        number = self.cleaned_data["version"]
+        version = self.model.versions.filter(number=number).first()
+        if version is None:
+            raise ValidationError(f"model {self.model.name!r} has no version {number}")
+        return version
+
+
+class AliasMoveForm(VersionOfModel, forms.Form):
     """Point an alias (named by the URL) at one version of `model`."""
 
     version = forms.IntegerField(min_value=1, widget=forms.Select)
@@ -67,13 +78,6 @@ class AliasMoveForm(forms.Form):
         self.model = model
         numbers = model.versions.order_by("-number").values_list("number", flat=True)
         self.fields["version"].widget.choices = [(n, f"v{n}") for n in numbers]
-
-    def clean_version(self) -> ModelVersion:
-        number = self.cleaned_data["version"]
-        version = self.model.versions.filter(number=number).first()
-        if version is None:
-            raise ValidationError(f"model {self.model.name!r} has no version {number}")
-        return version
 
 
 class PromoteForm(AliasMoveForm):
@@ -95,7 +99,7 @@ class RollbackForm(forms.Form):
     to_version = forms.IntegerField(min_value=1)
 
 
-class CanaryForm(forms.Form):
+class CanaryForm(VersionOfModel, forms.Form):
     """Start a canary on an alias, or change the running one's weight (its version posted again),
     as the REST API's PUT …/canary/ does."""
 
@@ -113,10 +117,3 @@ class CanaryForm(forms.Form):
     def __init__(self, *args, model: Model, **kwargs):
         super().__init__(*args, **kwargs)
         self.model = model
-
-    def clean_version(self) -> ModelVersion:
-        number = self.cleaned_data["version"]
-        version = self.model.versions.filter(number=number).first()
-        if version is None:
-            raise ValidationError(f"model {self.model.name!r} has no version {number}")
-        return version

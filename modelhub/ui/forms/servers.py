@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from modelhub.api.fields import HTTP_URL, NO_NUL
-from modelhub.lib.urls import hide_credentials
+from modelhub.lib.urls import CREDENTIALS_REFUSED, has_credentials, hide_credentials
 from modelhub.serving.models import InferenceServer, server_name_validator, validate_absolute_path
 
 URL_MESSAGE = "must be an http:// or https:// URL with a host name"  # the API's words
@@ -50,8 +50,8 @@ class WordListField(forms.CharField):
 
 
 class HttpUrlField(forms.CharField):
-    """An http(s) URL by the API's rule. A URL registered with credentials (by the CLI or
-    the admin) is shown masked; sent back unchanged, masked, it keeps its credentials."""
+    """An http(s) URL by the API's rule, without credentials. A URL registered with credentials
+    before they were refused is shown masked; sent back so, the refusal names the field."""
 
     def __init__(self, **kwargs):
         super().__init__(max_length=200, validators=[http_url_validator], strip=False, **kwargs)
@@ -59,7 +59,9 @@ class HttpUrlField(forms.CharField):
 
     def clean(self, value):
         if self.kept and value == self.kept[0]:
-            return self.kept[1]
+            return self.kept[1]  # the model's validation then refuses the credentials, masked
+        if has_credentials(value or ""):
+            raise ValidationError(CREDENTIALS_REFUSED)
         return super().clean(value)
 
 

@@ -12,7 +12,6 @@ from django.db.models import Case, IntegerField, Prefetch, Value, When
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from modelhub.access.roles import Scope
@@ -22,6 +21,7 @@ from modelhub.alerts.models import Alert, AlertRule, AlertState, Flip, Notificat
 from modelhub.api.alerts_views import DETAIL_FLIPS
 from modelhub.ui.access import require_scope, ui_actor
 from modelhub.ui.forms.alerts import QUICK_SILENCES, AlertFilterForm, AlertRuleForm, SilenceForm
+from modelhub.ui.helpers import form_errors, next_url, refusal_text
 
 ALERTS_PER_PAGE = 50
 RULES_PER_PAGE = 100
@@ -45,19 +45,9 @@ def _for_display(alerts) -> list[Alert]:
     return alerts
 
 
-def error_text(error: ValidationError) -> str:
-    """A service's refusal in its own words, each prefixed by the field it names."""
-    if hasattr(error, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(texts)}" for field, texts in error.message_dict.items())
-    return " ".join(error.messages)
-
-
 def _back(request, alert: Alert):
     """Back to the page the form was on (a `next` of this site only), else the alert's page."""
-    target = request.POST.get("next", "")
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return redirect(target)
-    return redirect("ui:alert-detail", pk=alert.pk)
+    return redirect(next_url(request, reverse("ui:alert-detail", kwargs={"pk": alert.pk})))
 
 
 @require_scope(Scope.READ)
@@ -105,7 +95,7 @@ def alert_acknowledge(request, pk: int):
     try:
         services.acknowledge(alert, ui_actor(request))
     except ValidationError as refused:
-        messages.error(request, f"Not acknowledged: {error_text(refused)}")
+        messages.error(request, f"Not acknowledged: {refusal_text(refused)}")
     else:
         what = f"{alert.rule.name} on {alert.target_label}"
         messages.success(request, f"Acknowledged {what}: no reminders until it resolves.")
@@ -118,12 +108,12 @@ def alert_silence(request, pk: int):
     alert = get_object_or_404(Alert, pk=pk)
     form = SilenceForm(request.POST)
     if not form.is_valid():
-        messages.error(request, f"Not silenced: {error_text(ValidationError(form.errors.as_data()))}")
+        messages.error(request, f"Not silenced: {form_errors(form)}")
         return _back(request, alert)
     try:
         services.silence(alert, form.silence_until, ui_actor(request))
     except ValidationError as refused:
-        messages.error(request, f"Not silenced: {error_text(refused)}")
+        messages.error(request, f"Not silenced: {refusal_text(refused)}")
     else:
         until = form.silence_until.strftime("%Y-%m-%d %H:%M UTC")
         messages.success(request, f"Silenced {alert.rule.name} on {alert.target_label} until {until}.")

@@ -2,17 +2,15 @@
 (promote, gated promote, roll back) and running their canaries (start, weight, promote,
 abort) through the registry's and monitoring's services."""
 
-from dataclasses import dataclass
 from functools import partial
 
 from django.contrib import messages
-from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Prefetch, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from modelhub.access.roles import Scope
@@ -31,6 +29,7 @@ from modelhub.registry.services import (
 from modelhub.serving.models import Deployment, ObservedState
 from modelhub.ui.access import can, require_scope, ui_actor
 from modelhub.ui.forms.catalog import AliasMoveForm, CanaryForm, ModelFilterForm, PromoteForm, RollbackForm
+from modelhub.ui.helpers import first_rows, form_errors, next_url, refusal_text
 from modelhub.ui.views.overview import attach_last_checks
 
 MODELS_PER_PAGE = 50
@@ -99,19 +98,6 @@ def model_list(request):
 # --- one model ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Head:
-    rows: list
-    more: bool  # whether rows were left out
-
-
-def head(queryset, limit: int) -> Head:
-    """The first `limit` rows and whether there are more: no COUNT, so a section costs
-    one query however long its table grows."""
-    rows = list(queryset[: limit + 1])
-    return Head(rows[:limit], len(rows) > limit)
-
-
 def _versions(model: Model):
     latest_accuracy = CheckResult.objects.filter(kind=CheckKind.ACCURACY, version=OuterRef("pk")).order_by(
         "-created_at", "-id"
@@ -171,17 +157,17 @@ def model_detail(request, name: str):
     on_version = _aliases_by_version(aliases)
     for version in versions:
         version.alias_names = on_version.get(version.pk, [])
-    deployments = head(_deployments(model), DEPLOYMENT_ROWS)
+    deployments = first_rows(_deployments(model), DEPLOYMENT_ROWS)
     attach_last_checks(deployments.rows)
     context = {
         "model": model,
         "versions": versions,
         "aliases": aliases,
-        "alias_moves": head(
+        "alias_moves": first_rows(
             AliasMove.objects.filter(model=model).select_related("from_version", "to_version"), ALIAS_HISTORY_ROWS
         ),
         "deployments": deployments,
-        "firing_alerts": head(_firing_alerts(model), ALERT_ROWS),
+        "firing_alerts": first_rows(_firing_alerts(model), ALERT_ROWS),
     }
     if can(request.user, Scope.DEPLOY):
         context["promote_form"] = PromoteForm(model=model)
@@ -195,16 +181,7 @@ def model_detail(request, name: str):
 
 def _back_to(request, model: Model) -> str:
     """Where to go after an alias action: the page that posted it (`next`), else the model's page."""
-    target = request.POST.get("next", "")
-    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        return target
-    return reverse("ui:model-detail", kwargs={"name": model.name})
-
-
-def _form_errors(form) -> str:
-    """The form's errors on one line, each after the name of its field."""
-    named = {field: " ".join(errors) for field, errors in form.errors.items()}
-    return "; ".join(text if field == NON_FIELD_ERRORS else f"{field}: {text}" for field, text in named.items())
+    return next_url(request, reverse("ui:model-detail", kwargs={"name": model.name}))
 
 
 def _move(request, model: Model, alias: str, version: ModelVersion, gated: bool) -> None:
@@ -223,15 +200,11 @@ def _move(request, model: Model, alias: str, version: ModelVersion, gated: bool)
         messages.error(request, str(refusal))
         return
     except (ValueError, ValidationError) as refusal:
-        messages.error(request, f"{model.name}@{alias} was not moved: {' '.join(_messages_of(refusal))}")
+        messages.error(request, f"{model.name}@{alias} was not moved: {refusal_text(refusal)}")
         return
     was = f" (was v{current})" if current else " (new alias)"
     gates = f", past the gates {', '.join(g.name for g in report.gates)}" if gated else ""
     messages.success(request, f"{model.name}@{alias} now points at v{version.number}{was}{gates}")
-
-
-def _messages_of(error: Exception) -> list[str]:
-    return error.messages if isinstance(error, ValidationError) else [str(error)]
 
 
 @require_scope(Scope.DEPLOY)
@@ -247,7 +220,7 @@ def alias_move(request, name: str, alias: str):
     if form.is_valid():
         _move(request, model, alias, form.cleaned_data["version"], form.cleaned_data["gate"])
     else:
-        messages.error(request, f"{model.name}@{alias} was not moved: {_form_errors(form)}")
+        messages.error(request, f"{model.name}@{alias} was not moved: {form_errors(form)}")
     return redirect(_back_to(request, model))
 
 
@@ -261,7 +234,7 @@ def alias_promote(request, name: str):
         data = form.cleaned_data
         _move(request, model, data["alias"], data["version"], data["gate"])
     else:
-        messages.error(request, f"Nothing was promoted: {_form_errors(form)}")
+        messages.error(request, f"Nothing was promoted: {form_errors(form)}")
     return redirect(_back_to(request, model))
 
 
@@ -290,14 +263,14 @@ def alias_rollback(request, name: str, alias: str):
     model = get_object_or_404(Model, name=name)
     form = RollbackForm(request.POST)
     if not form.is_valid():
-        messages.error(request, f"{model.name}@{alias} was not rolled back: {_form_errors(form)}")
+        messages.error(request, f"{model.name}@{alias} was not rolled back: {form_errors(form)}")
         return redirect(_back_to(request, model))
     current = Alias.objects.filter(model=model, name=alias).values_list("version__number", flat=True).first()
     try:
         target = _rollback_target(model, alias, form.cleaned_data["to_version"])
         move_alias(model, alias, target, ui_actor(request), rollback=True)
     except (ValueError, ValidationError) as refusal:
-        messages.error(request, " ".join(_messages_of(refusal)))
+        messages.error(request, refusal_text(refusal))
         return redirect(_back_to(request, model))
     was = f"v{current}" if current else "no version"
     messages.success(request, f"{model.name}@{alias} rolled back to v{target.number} (was {was})")
@@ -307,20 +280,13 @@ def alias_rollback(request, name: str, alias: str):
 # --- canaries -----------------------------------------------------------------------------------
 
 
-def _refusal_text(error: Exception) -> str:
-    """A service's refusal on one line, each field's message after the field's name."""
-    if isinstance(error, ValidationError) and hasattr(error, "error_dict"):
-        return "; ".join(f"{field}: {' '.join(texts)}" for field, texts in error.message_dict.items())
-    return " ".join(_messages_of(error))
-
-
 def _canary_change(request, model: Model, alias: str, change, success) -> None:
     """Run `change(actor)`, one canary transition, and say what happened: `success(alias row)`, or the
     service's refusal (which names what was wrong)."""
     try:
         changed = change(ui_actor(request))
     except (CanaryConflict, Alias.DoesNotExist, ValidationError) as refusal:
-        messages.error(request, f"{model.name}@{alias}: {_refusal_text(refusal)}")
+        messages.error(request, f"{model.name}@{alias}: {refusal_text(refusal)}")
         return
     messages.success(request, success(changed))
 
@@ -332,7 +298,7 @@ def alias_canary(request, name: str, alias: str):
     model = get_object_or_404(Model, name=name)
     form = CanaryForm(request.POST, model=model)
     if not form.is_valid():
-        messages.error(request, f"{model.name}@{alias}: no canary change: {_form_errors(form)}")
+        messages.error(request, f"{model.name}@{alias}: no canary change: {form_errors(form)}")
         return redirect(_back_to(request, model))
     version, weight = form.cleaned_data["version"], form.cleaned_data["weight"]
     running = Alias.objects.filter(model=model, name=alias).values_list("canary_version_id", flat=True).first()

@@ -7,7 +7,6 @@ from django.contrib import messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_celery_beat.models import PeriodicTask
 
@@ -19,6 +18,7 @@ from modelhub.monitoring.schedules import every_seconds, update_schedule
 from modelhub.serving.models import Deployment, InferenceServer
 from modelhub.ui.access import can, require_scope, ui_actor
 from modelhub.ui.forms.checks import CheckFilterForm, RunNowForm, ScheduleForm
+from modelhub.ui.helpers import form_errors, next_url
 from modelhub.ui.paging import BadCursor, keyset_page
 
 PAGE_ROWS = 50
@@ -104,7 +104,7 @@ def run_now(request):
     """Run a deployment's or a server's checks in the request, like the API's run-now; say the outcome."""
     form = RunNowForm(request.POST)
     if not form.is_valid():
-        messages.error(request, f"Nothing was checked: {_form_errors(form)}")
+        messages.error(request, f"Nothing was checked: {form_errors(form)}")
         return _redirect_after_run(request, None)
     target = form.cleaned_data["target"]
     try:
@@ -131,22 +131,15 @@ def _say_outcome(request, target, results: list[CheckResult]) -> None:
     messages.add_message(request, level or messages.SUCCESS, text)
 
 
-def _form_errors(form) -> str:
-    return "; ".join(
-        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors) for name, errors in form.errors.items()
-    )
-
-
 def _redirect_after_run(request, target) -> HttpResponseRedirect:
     """To `next` when it is a page of this site, else the target's page, else the checks."""
-    wanted = request.POST.get("next", "")
-    if wanted and url_has_allowed_host_and_scheme(wanted, {request.get_host()}, require_https=request.is_secure()):
-        return HttpResponseRedirect(wanted)
     if isinstance(target, Deployment):
-        return HttpResponseRedirect(reverse("ui:deployment-detail", kwargs={"pk": target.pk}))
-    if isinstance(target, InferenceServer):
-        return HttpResponseRedirect(reverse("ui:server-detail", kwargs={"name": target.name}))
-    return HttpResponseRedirect(reverse("ui:check-list"))
+        default = reverse("ui:deployment-detail", kwargs={"pk": target.pk})
+    elif isinstance(target, InferenceServer):
+        default = reverse("ui:server-detail", kwargs={"name": target.name})
+    else:
+        default = reverse("ui:check-list")
+    return HttpResponseRedirect(next_url(request, default))
 
 
 # --- schedules --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import DatabaseError, connection
-from django.db.models import Case, Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, Count, IntegerField, OuterRef, Prefetch, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -22,6 +22,7 @@ from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, AliasMove, Model, ModelVersion
 from modelhub.serving.models import Deployment, DeploymentTransition, InferenceServer, ObservedState
 from modelhub.ui.access import require_scope
+from modelhub.ui.helpers import first_rows
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,6 @@ log = logging.getLogger(__name__)
 OVERVIEW_ROWS = 50
 # Entries of "recent changes": deploy requests, observed transitions and alias moves together.
 RECENT_CHANGES = 15
-
-
-@dataclass
-class Section:
-    rows: list
-    more: int  # rows not shown
-
-
-def first_rows(queryset: QuerySet, limit: int) -> Section:
-    """The first `limit` rows, and how many more there are (a COUNT only when there are more)."""
-    rows = list(queryset[: limit + 1])
-    if len(rows) <= limit:
-        return Section(rows, 0)
-    return Section(rows[:limit], queryset.count() - limit)
 
 
 def _models():
@@ -202,7 +189,7 @@ def recent_changes(limit: int) -> list[Change]:
 @require_scope(Scope.READ)
 def overview(request):
     """Counts that link on, then what is firing, failing and changing, then servers and models."""
-    deployments = first_rows(_deployments(), OVERVIEW_ROWS)
+    deployments = first_rows(_deployments(), OVERVIEW_ROWS, count=True)
     attach_last_checks(deployments.rows)
     return render(
         request,
@@ -211,10 +198,10 @@ def overview(request):
             "server_counts": _server_counts(),
             "deployment_counts": _deployment_counts(),
             "alert_counts": _alert_counts(),
-            "servers": first_rows(InferenceServer.objects.order_by("name"), OVERVIEW_ROWS),
+            "servers": first_rows(InferenceServer.objects.order_by("name"), OVERVIEW_ROWS, count=True),
             "deployments": deployments,
-            "models": first_rows(_models(), OVERVIEW_ROWS),
-            "firing_alerts": first_rows(_firing_alerts(), OVERVIEW_ROWS),
+            "models": first_rows(_models(), OVERVIEW_ROWS, count=True),
+            "firing_alerts": first_rows(_firing_alerts(), OVERVIEW_ROWS, count=True),
             "recent_changes": recent_changes(RECENT_CHANGES),
         },
     )

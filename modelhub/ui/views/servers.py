@@ -20,7 +20,14 @@ from modelhub.access.roles import Scope
 from modelhub.lib.urls import hide_credentials
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.services import InUse, NameTaken
-from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
+from modelhub.serving.models import (
+    Deployment,
+    DesiredState,
+    InferenceServer,
+    ObservedState,
+    parse_triton_model_name,
+    triton_model_name,
+)
 from modelhub.serving.services import create_server, delete_server, update_server
 from modelhub.serving.triton_client import TritonClient, TritonError
 from modelhub.ui.access import require_scope, ui_actor
@@ -137,16 +144,17 @@ class Served:
 
 @dataclass
 class ServedRow:
-    model: str
+    model: str  # the registered model's name; Triton's own name for a model not ModelHub's
     version: str
     deployment: Deployment | None  # None: Triton serves it, ModelHub knows no deployment of it here
     triton_state: str
     reason: str
     diff: bool
+    triton_name: str = ""  # what Triton calls it (<model>__v<n> for ModelHub's)
 
 
 def triton_serves(server: InferenceServer) -> dict[tuple[str, str], Served]:
-    """(model, version) -> what Triton says of it; version "" for a model-wide entry.
+    """(Triton model name, version) -> what Triton says of it; version "" for a model-wide entry.
 
     The repository index gives state and reason for the models of the server's
     repository folder only; a model loaded with its files inside the load request is
@@ -168,7 +176,8 @@ def triton_serves(server: InferenceServer) -> dict[tuple[str, str], Served]:
 
 def _compare(deployment: Deployment, served: dict[tuple[str, str], Served]) -> ServedRow:
     model, version = deployment.version.model.name, str(deployment.version.number)
-    triton = served.get((model, version)) or served.get((model, ""))
+    name = triton_model_name(model, deployment.version.number)
+    triton = served.get((name, version)) or served.get((name, ""))
     serving = triton is not None and triton.state == TRITON_READY
     wanted = deployment.desired == DesiredState.LOADED
     reason = triton.reason if triton else ""
@@ -183,7 +192,20 @@ def _compare(deployment: Deployment, served: dict[tuple[str, str], Served]) -> S
         triton_state=triton.state if triton else "not served",
         reason=reason,
         diff=wanted != serving,
+        triton_name=name,
     )
+
+
+def _not_deployed(name: str, version: str, served: Served) -> ServedRow:
+    """A row for what Triton serves and no deployment of this server wants."""
+    parsed = parse_triton_model_name(name)
+    if parsed is not None and str(parsed[1]) == version:
+        # ModelHub's name: a version loaded here that no deployment of this server wants.
+        reason = "served by Triton, but not a ModelHub deployment"
+        return ServedRow(parsed[0], version, None, served.state, reason, True, triton_name=name)
+    # Not ModelHub's naming: loaded by someone else; the reconciler leaves it alone.
+    reason = "served by Triton under a name that is not ModelHub's: left alone"
+    return ServedRow(name, version, None, served.state, reason, True, triton_name=name)
 
 
 def compare_served(deployments: list[Deployment], served: dict[tuple[str, str], Served], *, complete: bool):
@@ -191,11 +213,11 @@ def compare_served(deployments: list[Deployment], served: dict[tuple[str, str], 
     `deployments` are all of the server's); disagreements first."""
     rows = [_compare(d, served) for d in deployments]
     if complete:
-        known = {(r.model, r.version) for r in rows}
+        known = {(r.triton_name, r.version) for r in rows}
         rows += [
-            ServedRow(model, version, None, s.state, "served by Triton, but not a ModelHub deployment", True)
-            for (model, version), s in sorted(served.items())
-            if s.state == TRITON_READY and (model, version) not in known
+            _not_deployed(name, version, s)
+            for (name, version), s in sorted(served.items())
+            if s.state == TRITON_READY and (name, version) not in known
         ]
     return sorted(rows, key=lambda r: not r.diff)
 

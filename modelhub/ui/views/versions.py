@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.db import transaction
 from django.db.models import Prefetch
-from django.http import FileResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -23,13 +23,16 @@ from modelhub.audit.models import AuditEvent
 from modelhub.monitoring.accuracy_tasks import run_accuracy
 from modelhub.monitoring.models import CheckKind, CheckResult
 from modelhub.registry.models import Alias, EvaluationSet, ModelVersion, TensorSpec
+from modelhub.registry.storage import StorageUnavailable
 from modelhub.registry.triton_config import config_pbtxt
 from modelhub.serving.backends import BackendMissing, cannot_serve
 from modelhub.serving.models import Deployment, DesiredState, InferenceServer, ObservedState
 from modelhub.serving.reconciler import deployable_config
 from modelhub.serving.services import request_deploy, request_undeploy
+from modelhub.taskqueue import TaskQueueUnavailable, enqueue_on_commit
 from modelhub.ui.access import require_scope, ui_actor
 from modelhub.ui.forms.versions import DeployForm, UndeployForm, other_version
+from modelhub.ui.helpers import form_errors
 from modelhub.ui.views.deployments import with_progress
 
 ACCURACY_ROWS = 20  # newest accuracy results on the version page
@@ -263,9 +266,16 @@ def _other_numbers(version: ModelVersion):
 @require_scope(Scope.READ)
 def version_artifact(request, name: str, number: int):
     version = get_object_or_404(ModelVersion.objects.select_related("model"), model__name=name, number=number)
-    # FileResponse sends the file a block at a time: a large artifact never sits in memory.
+    try:
+        stored = version.artifact.open("rb")
+    except StorageUnavailable as exc:  # the bucket is unreachable: say which, not a 500
+        return HttpResponse(
+            str(exc), status=503, content_type="text/plain; charset=utf-8", headers={"Retry-After": "10"}
+        )
+    # FileResponse sends the file a block at a time: a large artifact never sits in memory
+    # (from a bucket, one streamed GET).
     return FileResponse(
-        version.artifact.open("rb"),
+        stored,
         as_attachment=True,
         filename=f"{version.model.name}-v{version.number}.{version.artifact_format}",
     )
@@ -279,22 +289,21 @@ def _refuse(request, error: str, version: ModelVersion) -> HttpResponseRedirect:
     return redirect(_version_url(version))
 
 
-def _form_errors(form) -> str:
-    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-
-
 @require_POST
 @require_scope(Scope.DEPLOY)
 def version_deploy(request, name: str, number: int):
     version = _version(name, number)
     form = DeployForm(request.POST)
     if not form.is_valid():
-        return _refuse(request, _form_errors(form), version)
+        return _refuse(request, form_errors(form), version)
     servers = form.cleaned_data["servers"]
     try:
         deployments = request_deploy(version, servers, ui_actor(request))
     except BackendMissing as exc:  # the API's refusal, naming each server and what it lacks
         return _refuse(request, f"servers: {exc}", version)
+    except TaskQueueUnavailable as exc:  # recorded all the same; the periodic reconcile does it
+        messages.warning(request, str(exc))
+        return redirect(_version_url(version))
     names = ", ".join(s.name for s in servers)
     messages.success(request, f"Deploying {version} to {names}: the progress shows below.")
     if len(deployments) == 1:
@@ -308,9 +317,13 @@ def version_undeploy(request, name: str, number: int):
     version = _version(name, number)
     form = UndeployForm(request.POST)
     if not form.is_valid():
-        return _refuse(request, _form_errors(form), version)
+        return _refuse(request, form_errors(form), version)
     server = form.cleaned_data["server"]
-    [deployment] = request_undeploy(version, [server], ui_actor(request))
+    try:
+        [deployment] = request_undeploy(version, [server], ui_actor(request))
+    except TaskQueueUnavailable as exc:  # recorded all the same; the periodic reconcile does it
+        messages.warning(request, str(exc))
+        return redirect(_version_url(version))
     messages.success(request, f"Undeploying {version} from {server.name}: the progress shows below.")
     return redirect("ui:deployment-detail", pk=deployment.pk)
 
@@ -331,9 +344,18 @@ def version_accuracy_run(request, name: str, number: int):
     deployment = _loaded_deployments(version).order_by("server__name").first()
     if deployment is None:
         return _refuse(request, f"{version} is not loaded on any enabled server: deploy it first", version)
-    with transaction.atomic():  # the audit row, and the task only once it is committed
-        audit(ui_actor(request), "accuracy.run", version, server=deployment.server.name, status="queued")
-        run_accuracy.delay_on_commit(deployment.pk)
+    try:
+        with transaction.atomic():  # the audit row, and the task only once it is committed
+            audit(ui_actor(request), "accuracy.run", version, server=deployment.server.name, status="queued")
+            enqueue_on_commit(
+                run_accuracy,
+                deployment.pk,
+                recorded="the request",
+                picked_up_by="the scheduled accuracy pass (for versions with no recent result)",
+            )
+    except TaskQueueUnavailable as exc:
+        messages.warning(request, str(exc))
+        return redirect(_version_url(version))
     messages.success(
         request, f"Accuracy run of {version} on {deployment.server.name} queued: its result appears below."
     )

@@ -15,7 +15,7 @@ from modelhub.monitoring.accuracy_tasks import accuracy_pass
 from modelhub.registry.evaluation import attach_evaluation_set
 from modelhub.registry.models import EvaluationSet, TaskKind
 from modelhub.registry.services import get_or_create_model, move_alias, register_version, sha256_of
-from modelhub.serving.models import Deployment, InferenceServer, ObservedState
+from modelhub.serving.models import Deployment, InferenceServer, ObservedState, triton_model_name
 from modelhub.serving.services import request_deploy
 from modelhub.serving.triton_client import TritonClient
 
@@ -87,9 +87,10 @@ class Command(BaseCommand):
         try:
             for version in versions:
                 predicted = []
+                name = triton_model_name(MODEL_NAME, version.number)  # straight to Triton, not through the gateway
                 for start in range(0, len(features), 64):
                     batch = features[start : start + 64].astype(np.float32)
-                    result = client.infer(MODEL_NAME, version.number, {"input": batch}, {"input": "FP32"})
+                    result = client.infer(name, version.number, {"input": batch}, {"input": "FP32"})
                     predicted.append(result["label"].reshape(-1))
                 accuracy = float((np.concatenate(predicted) == labels).mean())
                 self.stdout.write(
