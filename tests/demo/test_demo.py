@@ -3,6 +3,7 @@
 import pytest
 from django.core.management import call_command
 
+from modelhub.alerts.defaults import ensure_default_rules
 from modelhub.monitoring.models import CheckResult
 from modelhub.registry.models import Alias, Model
 from modelhub.serving.models import Deployment, ObservedState
@@ -38,3 +39,15 @@ def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, 
 
     call_command("load_demo", server="local", timeout=120)  # idempotent
     assert model.versions.count() == 2
+
+    # The demo's drift: its own kind of digits show none; brightened ones drift and fire the rule.
+    ensure_default_rules()  # the transactional test database was flushed of the migration's rows
+    capsys.readouterr()
+    call_command("demo_drift", shift=0)
+    unchanged = capsys.readouterr().out
+    assert ": ok" in unchanged and "alert firing" not in unchanged, unchanged
+    call_command("demo_drift", shift=6)
+    shifted = capsys.readouterr().out
+    assert ": fail" in shifted and "alert firing: Input drift: PSI above 0.2" in shifted, shifted
+    psi = [float(out.split("PSI max ")[1].split()[0]) for out in (unchanged, shifted)]
+    assert psi[0] < 0.2 < psi[1], psi
