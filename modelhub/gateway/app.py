@@ -20,16 +20,19 @@ and again from Triton's answer to the write to the client: everything it needs
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import random
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from django.conf import settings
 from django.db import connections
 
+from .metrics import GatewayMetrics
 from .naming import client_facing, with_body
 from .refresher import Refresher
 from .routing import RoutingTable, Upstream
@@ -94,6 +97,7 @@ class Gateway:
         self.pool: Pool | None = None
         self.connections: set[HttpConnection] = set()  # the server's open client connections
         self.counts = {"forwarded": 0, "refused": 0, "unreachable": 0, "timeouts": 0}
+        self.metrics = GatewayMetrics(self)
         # path -> (model, version, action): parsed once per distinct path.
         self._parsed: dict[bytes, tuple[str, int | None, str]] = {}
         # (method, server, Triton's path) -> the start of the request head for Triton; per table.
@@ -160,6 +164,14 @@ class Gateway:
             status, body = 200, b""
         elif path == b"/v2/health/ready":
             status, body = (200 if self.refresher.loaded and self.refresher.table.servers else 503), b""
+        elif path == b"/metrics":
+            self._authorize_metrics(request)
+            body = self.metrics.exposition()
+            connection.respond(
+                answer_bytes(200, body, b"text/plain; version=0.0.4; charset=utf-8", request.keep_alive),
+                request.keep_alive,
+            )
+            return
         elif path == b"/v2/modelhub/stats":
             self._authorize(request, None)
             connection.respond(
@@ -199,6 +211,13 @@ class Gateway:
             self.counts["refused"] += 1
             raise _Answer(refused.status, str(refused)) from None
         self.refresher.tokens_seen.add(prefix)  # last_used_at, written by the refresher thread
+
+    @staticmethod
+    def _authorize_metrics(request: Request) -> None:
+        """Open, as the web's /metrics, unless MODELHUB_METRICS_TOKEN asks for that Bearer token."""
+        token = settings.METRICS_TOKEN
+        if token and not hmac.compare_digest(request.authorization or b"", b"Bearer " + token.encode()):
+            raise _Answer(401, "a Bearer token is required (MODELHUB_METRICS_TOKEN)")
 
     def _model_destination(self, request: Request, path: bytes) -> tuple[Upstream, _Target | None]:
         parsed = self._parsed.get(path)
@@ -269,9 +288,10 @@ class _Target:
 class _Exchange:
     """One forwarded request: relays Triton's answer (or the failure) to the client."""
 
-    __slots__ = ("gateway", "connection", "request", "model", "target")
+    __slots__ = ("gateway", "connection", "request", "model", "target", "started")
 
     def __init__(self, gateway: Gateway, connection: HttpConnection, request: Request, model, target):
+        self.started = time.perf_counter()
         self.gateway = gateway
         self.connection = connection
         self.request = request
@@ -291,6 +311,7 @@ class _Exchange:
         if target is not None and target.renamed and status == 200:
             raw, body_parts = _renamed(raw, body_parts, target)
         self.connection.respond(_relay(raw, body_parts, request.keep_alive), request.keep_alive)
+        gateway.metrics.observe["ok" if status < 400 else "triton_error"](time.perf_counter() - self.started)
         rate = gateway.config.sample_rate
         if rate and self.model is not None and random.random() < rate:
             head = _head_of(raw)
@@ -298,6 +319,7 @@ class _Exchange:
 
     def failed(self, status: int, message: str) -> None:
         self.gateway.counts["timeouts" if status == 504 else "unreachable"] += 1
+        self.gateway.metrics.observe["timeout" if status == 504 else "unreachable"](time.perf_counter() - self.started)
         keep_alive = self.request.keep_alive
         self.connection.respond(own_answer(status, message, keep_alive), keep_alive)
 

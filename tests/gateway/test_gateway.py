@@ -279,3 +279,30 @@ def test_a_server_outside_the_allowed_networks_gets_no_connection_and_a_502_nami
 
     allowed = gateway_factory(auth_open=True, allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),))
     assert infer(client_for(allowed), [1, 2, 3], binary=True) == [2, 4, 6]
+
+
+def test_metrics_count_each_outcome_with_its_latency_and_ask_for_the_token_when_set(served, gateway_factory, settings):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gateway = gateway_factory(auth_open=True)
+    client = client_for(gateway)
+    for _ in range(3):
+        infer(client, [1.0], binary=True)
+    assert requests.get(f"{gateway.url}/v2/models/{MODEL}/versions/9/ready").status_code == 503  # not loaded
+    with pytest.raises(InferenceServerException):
+        client.get_model_metadata("no-such-model")  # Triton's own 400, passed through
+
+    samples = {
+        (s.name, s.labels.get("outcome") or s.labels.get("result")): s.value
+        for family in text_string_to_metric_families(requests.get(f"{gateway.url}/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("modelhub_gateway_request_duration_seconds_count", "ok")] == 3
+    assert samples[("modelhub_gateway_request_duration_seconds_count", "triton_error")] == 1
+    assert 0 < samples[("modelhub_gateway_request_duration_seconds_sum", "ok")] < 3
+    assert samples[("modelhub_gateway_requests_total", "forwarded")] == 4
+
+    settings.METRICS_TOKEN = "s3cret"
+    assert requests.get(f"{gateway.url}/metrics").status_code == 401
+    answer = requests.get(f"{gateway.url}/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200 and "modelhub_gateway_request_duration_seconds_bucket" in answer.text
