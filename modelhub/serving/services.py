@@ -178,8 +178,11 @@ def _set_desired(
             result.append(deployment)
         # Several servers (a label, a fleet): one task reconciles them all at once, so the
         # fleet is loaded in the time of its slowest server, whatever the worker count.
-        fanned_out = [(reconcile_servers_task, [server.pk for server in servers])] if len(servers) > 1 else []
-        for task, target in fanned_out or [(reconcile_server_task, server.pk) for server in servers]:
+        if len(servers) > 1:
+            calls = [(reconcile_servers_task, [server.pk for server in servers])]
+        else:
+            calls = [(reconcile_server_task, server.pk) for server in servers]
+        for task, target in calls:
             # A broker that is down does not undo the request: the rows stand and the
             # periodic reconcile loads them; the caller is told (TaskQueueUnavailable).
             enqueue_on_commit(
