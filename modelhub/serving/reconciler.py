@@ -430,7 +430,8 @@ def _load(
         # serves by a later pass is checked and kept. (If the server went
         # down, the back-off stands too: a model whose load crashes its
         # server must not crash it again as soon as it restarts.)
-        error = f"{exc} (Triton may still be loading it; it is not loaded again before the back-off ends)"
+        why = "Triton may still be loading it" if exc.timed_out else "the server stopped answering"
+        error = f"{exc} ({why}; it is not loaded again before the back-off ends)"
         _fail_load(server, model, deployment, error, retry_at, report)
         raise _LoadStillRunning from exc
     except TritonError as exc:

@@ -43,6 +43,8 @@ class TritonError(Exception):
 class TritonUnavailable(TritonError):
     """The server did not answer at all (refused, unreachable, timed out)."""
 
+    timed_out = False  # True: it stayed silent past the timeout (it may still be working)
+
 
 @dataclass(frozen=True)
 class Health:
@@ -294,9 +296,12 @@ class TritonClient:
         except (OSError, TimeoutError, gevent.Timeout, http.client.HTTPException) as exc:
             self._clients.pop(timeout, None)  # its connection pool may hold a dead socket
             detail = str(exc) or type(exc).__name__
-            if isinstance(exc, (TimeoutError, gevent.Timeout)) or "timed out" in detail:
+            timed_out = isinstance(exc, (TimeoutError, gevent.Timeout)) or "timed out" in detail
+            if timed_out:
                 detail = f"no answer within {timeout:g} s ({detail})"
-            raise TritonUnavailable(self.server_name, call, f"{hide_credentials(self.base_url)}: {detail}") from exc
+            error = TritonUnavailable(self.server_name, call, f"{hide_credentials(self.base_url)}: {detail}")
+            error.timed_out = timed_out
+            raise error from exc
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -75,6 +75,7 @@ def test_triton_killed_during_a_load_fails_the_deployment_at_once_and_a_later_pa
     failed = refreshed()
     assert failed.observed == ObservedState.FAILED
     assert "dies-while-loading" in failed.last_error and "load" in failed.last_error
+    assert "the server stopped answering" in failed.last_error, failed.last_error
     assert failed.retry_at is not None  # backs off: a model whose load killed its server is not reloaded at once
     assert list(DeploymentTransition.objects.filter(deployment=deployment).values_list("to_state", flat=True)) == [
         ObservedState.FAILED

@@ -190,6 +190,7 @@ def test_a_load_that_hangs_backs_off_and_does_not_hold_back_other_models(
     hung_deployment.refresh_from_db()
     assert hung_deployment.observed == ObservedState.FAILED
     assert "no answer within 50 s" in hung_deployment.last_error
+    assert "Triton may still be loading it" in hung_deployment.last_error
     assert "load (fault-a-hangs__v1)" in hung_deployment.last_error
     assert hung_deployment.retry_at > timezone.now() + timedelta(seconds=60)
     server.refresh_from_db()
