@@ -145,3 +145,17 @@ def artifact_root(settings, tmp_path_factory):
     """Each test stores artifacts in its own folder, so 'nothing left behind' is checkable."""
     settings.MEDIA_ROOT = str(tmp_path_factory.mktemp("artifacts"))
     return settings.MEDIA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def modelhub_stays_the_current_celery_app():
+    """A test that makes a Celery app of its own (to send to another broker) must not leave it
+    current: every later deploy would send its tasks there instead of running them eagerly."""
+    from celery import current_app
+
+    from modelhub.celery import app
+
+    yield
+    if current_app._get_current_object() is not app:
+        app.set_current()
+        pytest.fail("this test left another Celery app current (make it with set_as_current=False)")

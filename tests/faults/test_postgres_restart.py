@@ -44,7 +44,7 @@ def test_after_a_postgres_restart_requests_succeed_and_a_pass_during_it_is_recor
 
     assert servers_page().status_code == 200  # the web worker now keeps a connection (CONN_MAX_AGE)
     monkeypatch.setenv("CELERY_BROKER_URL", SHARED_REDIS)  # Celery reads it before its broker argument
-    queue = Celery(broker=SHARED_REDIS)
+    queue = Celery(broker=SHARED_REDIS, set_as_current=False)  # the tests keep their own current app
 
     def run_health_pass(task_id: str) -> None:
         queue.send_task("modelhub.monitoring.tasks.health_pass", task_id=task_id, queue="checks")

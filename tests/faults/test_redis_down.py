@@ -34,7 +34,7 @@ def test_with_redis_down_reads_answer_a_deploy_is_recorded_with_a_503_and_done_o
     # Before the outage: a message queued for a worker that does not consume its queue (yet).
     # (Celery reads CELERY_BROKER_URL before its broker argument: the tests' own says memory://.)
     monkeypatch.setenv("CELERY_BROKER_URL", own_redis.url)
-    Celery(broker=own_redis.url).send_task("modelhub.serving.tasks.reconcile_all", queue="parked")
+    Celery(broker=own_redis.url, set_as_current=False).send_task("modelhub.serving.tasks.reconcile_all", queue="parked")
     monkeypatch.undo()
 
     own_redis.stop()
