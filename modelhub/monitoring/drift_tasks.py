@@ -85,12 +85,15 @@ def drift_result(version: ModelVersion, drift: Drift, at: datetime, accuracy: fl
     if accuracy is not None:
         points.append(("live_accuracy", target, accuracy))
     drifted = drift.drifted
-    message = (
-        f"{len(drifted)} of {len(drift.psi)} features drifted (PSI > {settings.DRIFT_PSI_THRESHOLD}): "
-        + ", ".join(sorted(drifted, key=drift.psi.get, reverse=True)[:5])
-        if drifted
-        else ""
-    )
+    parts = []
+    if drifted:
+        worst = ", ".join(sorted(drifted, key=drift.psi.get, reverse=True)[:5])
+        threshold = settings.DRIFT_PSI_THRESHOLD
+        parts.append(f"{len(drifted)} of {len(drift.psi)} features drifted (PSI > {threshold}): {worst}")
+    if drift.js_outputs is not None:
+        # Both drift rules show this message: the outputs' alert must say what the outputs did.
+        parts.append(f"outputs' class shares at JS distance {drift.js_outputs:.3f} from the reference")
+    message = "; ".join(parts)
     return Result(
         kind=CheckKind.DRIFT,
         status=Status.FAIL if drifted else Status.OK,

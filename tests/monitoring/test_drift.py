@@ -119,6 +119,7 @@ def test_shifted_inputs_show_psi_above_threshold_and_send_one_alert_mail(digits,
     feed(digits, np.clip(x + 6.0, 0, 16), y)  # brighter digits
     (result,) = run_drift(START, END)
     assert result.status == "fail" and result.value > 0.2
+    assert "features drifted" in result.message and "JS distance" in result.message  # both rules' alerts read it
     assert result.details["drifted"] and 0 < result.details["ks"]["input[36]"] <= 1
     assert Point.objects.get(metric="drift_share", target=f"version:{digits.pk}").value > 0.3
     send_pending(END)
