@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from modelhub.lib.archives import ArchiveError
+from modelhub.lib.diskspace import StorageFull
 from modelhub.registry.manifest import ManifestError
 from modelhub.registry.schema import SchemaError
 from modelhub.registry.services import InUse, NameTaken, VersionConflict
@@ -91,6 +92,16 @@ class StorageDown(exceptions.APIException):
     wait = 10  # seconds, sent as Retry-After
 
 
+class NoRoom(exceptions.APIException):
+    """A disk (artifact store, upload temporary folder) is full: nothing was kept; an operator must free room.
+
+    A 413 (the server is not *able* to take content this large now), not a 5xx: nothing
+    broke, the request was refused whole, and the message says which store is full."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "storage_full"
+
+
 class Invalid(exceptions.APIException):
     """A 400 with per-field messages, from the domain's own error types."""
 
@@ -155,6 +166,9 @@ def _as_api_exception(exc: Exception) -> exceptions.APIException | None:
         return exceptions.NotFound(str(exc) if isinstance(exc, ObjectDoesNotExist) and str(exc) else None)
     if isinstance(exc, PermissionDenied):
         return exceptions.PermissionDenied(str(exc) or None)
+    if isinstance(exc, StorageFull):
+        log.error("storage full under %s, answered 413: %s", exc.path, exc)
+        return NoRoom(str(exc))
     if isinstance(exc, StorageUnavailable):
         log.warning("artifact storage unavailable, answered 503: %s", exc)
         return StorageDown(str(exc))

@@ -38,11 +38,12 @@ _ERRORS = {
     "403": "Authenticated, but the token's scopes or the user's role do not allow this",
     "404": "No such object, or outside what this token may see",
     "409": "Conflicts with the current state (name taken, model still deployed, …)",
-    "413": "Request body too large",
     "411": "An upload sent without a Content-Length (chunked): send the length",
     "415": "Unsupported request content type",
     "503": "The database is busy (a lock outlasted its timeout): retry after `Retry-After` seconds; or (code "
     "`task_queue_unavailable`) the write is recorded but its task could not be queued: the periodic pass does it",
+    "413": "Request body too large; or (code `storage_full`) a disk is full: the message names the store "
+    "(artifact store or upload temporary folder) and its setting; nothing was kept",
 }
 
 

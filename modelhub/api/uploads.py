@@ -8,11 +8,14 @@ with 413 and the partial file is removed.
 """
 
 import hashlib
+import os
+from contextlib import suppress
 
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 
 from modelhub.api.errors import LengthRequired, TooLarge
+from modelhub.lib.diskspace import StorageFull, is_full
 
 # Room for the manifest and the multipart framing around the artifact.
 _ENVELOPE_BYTES = 64 * 1024
@@ -73,18 +76,36 @@ class ArtifactUploadHandler(TemporaryFileUploadHandler):
             self.discard()
             raise _too_large()
         self.digest.update(raw_data)
-        self.file.write(raw_data)
+        try:
+            self.file.write(raw_data)
+        except OSError as exc:
+            self._failed(exc)
         return None
 
     def file_complete(self, file_size: int):
-        uploaded = super().file_complete(file_size)
+        try:
+            uploaded = super().file_complete(file_size)  # flushes the last buffered bytes
+        except OSError as exc:
+            self._failed(exc)
         uploaded.sha256 = self.digest.hexdigest()
         return uploaded
+
+    def _failed(self, exc: OSError):
+        self.discard()
+        if is_full(exc):
+            raise StorageFull(
+                "upload temporary folder", "MODELHUB_UPLOAD_TEMP_DIR", settings.FILE_UPLOAD_TEMP_DIR, exc
+            ) from exc
+        raise exc
 
     def discard(self) -> None:
         """Close (and so delete) every temporary file this request created."""
         for uploaded in self.created:
-            uploaded.close()
+            try:
+                uploaded.close()
+            except OSError:  # its unwritten buffer met a full disk: remove the file all the same
+                with suppress(FileNotFoundError):
+                    os.remove(uploaded.temporary_file_path())
         self.created = []
 
 

@@ -29,7 +29,7 @@ from tritonclient.utils import triton_to_np_dtype
 
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
-from modelhub.lib import metrics
+from modelhub.lib import diskspace, metrics
 from modelhub.registry.models import EvaluationMetric, EvaluationSet, EvaluationSetFormat, Model, ModelVersion
 from modelhub.registry.triton_config import served_dims
 
@@ -536,7 +536,10 @@ def attach_evaluation_set(
             if storage.exists(name):  # content-addressed: these bytes are stored already
                 evaluation_set.file.name = name
             else:
-                with open(path, "rb") as fh:
+                with (
+                    open(path, "rb") as fh,
+                    diskspace.saving(storage, name, store="artifact store", setting="MODELHUB_ARTIFACT_ROOT"),
+                ):
                     evaluation_set.file.save("set", _MovableFile(fh, name=str(path)) if consume else File(fh), False)
                 stored_name = evaluation_set.file.name
             evaluation_set.save()

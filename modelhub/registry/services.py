@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 
 from modelhub.audit.actors import Actor
 from modelhub.audit.log import record
-from modelhub.lib import archives, onnx_models
+from modelhub.lib import archives, diskspace, onnx_models
 from modelhub.registry.artifacts import archive_limits
 from modelhub.registry.manifest import Manifest, ManifestError, parse_manifest
 from modelhub.registry.models import Alias, AliasMove, ArtifactFormat, Model, ModelVersion, TaskKind, TensorSpec
@@ -208,7 +208,14 @@ def _stored_artifact(model_name: str, artifact_path, artifact_format: str, sha25
     hold the model's row lock (every upload and alias move of the model) that long.
     """
     placeholder = ModelVersion(model=Model(name=model_name), sha256=sha256, artifact_format=artifact_format)
-    with open(artifact_path, "rb") as fh:
+    field, storage = placeholder.artifact.field, placeholder.artifact.storage
+    name = field.generate_filename(placeholder, "artifact")
+    with (
+        open(artifact_path, "rb") as fh,
+        diskspace.saving(
+            storage, name, store="artifact store", setting="MODELHUB_ARTIFACT_ROOT", max_length=field.max_length
+        ),
+    ):
         content = _MovableFile(fh, name=str(artifact_path)) if consume else File(fh)
         placeholder.artifact.save("artifact", content, save=False)
     stored = _StoredArtifact()
