@@ -292,20 +292,17 @@ def _reconcile_version(
         # Triton may still be running after a timeout). One that Triton serves by
         # then anyway (a timed-out load that finished) is checked and kept, not loaded again.
         return
-    if number not in client.served_versions(name):
-        try:
-            if not _load(server, client, model, deployment, report):
-                return  # failed, with a back-off
-        except _LoadStillRunning:
-            return  # failed with a back-off; Triton would not answer about it now
-        _fresh_connections(client)
-        if number not in client.served_versions(name):
-            error = f"version {number} is not ready on {server.name} after load"
-            observe(deployment, ObservedState.FAILED, error, retry_at=_retry_at())
-            report.failures.append(error)
-            _unload_quietly(server, client, deployment)
-            return
+    found_served = number in client.served_versions(name)
+    if not found_served and not _load_until_served(server, client, model, deployment, report):
+        return
     problem = _check_served(client, deployment)
+    if problem and found_served and deployment.observed != ObservedState.LOADED:
+        # Triton served this name before ModelHub loaded it, and not as registered (left by
+        # an earlier install, or loaded by hand): the registered version replaces it.
+        log.info("%s on %s was served but not as registered (%s): loading it", deployment.version, server.name, problem)
+        if not _load_until_served(server, client, model, deployment, report):
+            return
+        problem = _check_served(client, deployment)
     if problem:
         problem += f"; not kept loaded on {server.name}"
         observe(deployment, ObservedState.FAILED, problem, retry_at=_retry_at())
@@ -314,6 +311,26 @@ def _reconcile_version(
         _unload(server, client, model, number, [deployment.version_id], report)  # never left serving behind "failed"
         return
     observe(deployment, ObservedState.LOADED)
+
+
+def _load_until_served(
+    server: InferenceServer, client: TritonClient, model: Model, deployment: Deployment, report: ReconcileReport
+) -> bool:
+    """Load the version and see Triton serve it; False when it failed (observed failed, backing off)."""
+    number = deployment.version.number
+    try:
+        if not _load(server, client, model, deployment, report):
+            return False  # failed, with a back-off
+    except _LoadStillRunning:
+        return False  # failed with a back-off; Triton would not answer about it now
+    _fresh_connections(client)
+    if number not in client.served_versions(triton_model_name(model.name, number)):
+        error = f"version {number} is not ready on {server.name} after load"
+        observe(deployment, ObservedState.FAILED, error, retry_at=_retry_at())
+        report.failures.append(error)
+        _unload_quietly(server, client, deployment)
+        return False
+    return True
 
 
 def _unload(

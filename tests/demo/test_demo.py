@@ -1,17 +1,31 @@
 """The README's demo: two digits versions registered, deployed and answering on real Triton."""
 
 import pytest
+import tritonclient.http as triton_http
 from django.core.management import call_command
 
 from modelhub.alerts.defaults import ensure_default_rules
 from modelhub.monitoring.models import CheckResult
 from modelhub.registry.models import Alias, Model
-from modelhub.serving.models import Deployment, ObservedState
+from modelhub.serving.models import Deployment, ObservedState, triton_model_name
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.triton]
 
 
-def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(triton, capsys, settings, tmp_path):
+@pytest.fixture
+def demo_unloaded_after(triton):
+    """The session's Triton is shared: the demo's models go when the test ends, or a later
+    test registering its own "digits" would find the demo's digits__v1 served there."""
+    yield
+    client = triton_http.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    for number in (1, 2):
+        client.unload_model(triton_model_name("digits", number))
+    client.close()
+
+
+def test_load_demo_deploys_two_versions_that_answer_with_their_accuracy(
+    triton, capsys, settings, tmp_path, demo_unloaded_after
+):
     settings.VAR_DIR = tmp_path
     # as scripts/run registers its local Triton: the model files go into its repository folder
     call_command(

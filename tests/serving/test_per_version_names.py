@@ -165,3 +165,37 @@ def test_triton_models_that_are_not_modelhubs_are_left_alone(triton, actor, doub
         for name in strangers:
             client.unload_model(name)
         client.close()
+
+
+@pytest.mark.triton
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_model_under_a_versions_triton_name_is_replaced_by_the_registered_one(
+    triton, actor, doubler_zip, manifest
+):
+    """Left by an earlier install (or by hand) under m__v1 with another schema: deploying m v1
+    loads the registered version over it rather than failing it for Triton's stale model."""
+    server = InferenceServer.objects.create(name="stale-left", base_url=triton.http_url)
+    version = register(actor, doubler_zip(2), manifest, "stale-left")
+    name = triton_model_name("stale-left", 1)
+    stale = {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "OTHER", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "output": [{"name": "OUTPUT", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "version_policy": {"specific": {"versions": [1]}},
+    }
+    client = tritonclient(triton)
+    client.load_model(
+        name,
+        config=json.dumps(stale),
+        files={"file:1/model.py": doubler_source(3).replace('"INPUT"', '"OTHER"').encode()},
+    )
+    try:
+        [deployment] = request_deploy(version, [server], actor)
+        deployment.refresh_from_db()
+        assert deployment.observed == ObservedState.LOADED, deployment.last_error
+        assert infer(triton, "stale-left", 1, [1.0, 2.0]) == [2.0, 4.0]  # the registered doubler, not the stale x3
+    finally:
+        client.unload_model(name)
+        client.close()
