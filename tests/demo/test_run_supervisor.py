@@ -66,12 +66,13 @@ def test_a_killed_local_triton_is_started_again_on_the_same_port_and_stopped_wit
         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
     )  # fmt: skip
     try:
+        # A (re)start prepares the work folder and starts tritonserver: up to a minute on a busy 2-core machine.
         wait_for(lambda: ready(url), 120, "the first start")
         first = tritonserver_of(supervisor)
         first.kill()  # SIGKILL, as a crash or the out-of-memory killer would
         first.wait(10)
 
-        second = wait_for(lambda: ready(url) and tritonserver_of(supervisor), 60, "the supervisor's restart")
+        second = wait_for(lambda: ready(url) and tritonserver_of(supervisor), 120, "the supervisor's restart")
         assert second.pid != first.pid
         assert supervisor.poll() is None  # the run goes on
 
