@@ -358,6 +358,42 @@ def prune_samples(now: datetime | None = None) -> int:
     return deleted
 
 
+# How each column of a block is stored (_store writes them): little-endian, row-major [count, width].
+COLUMN_DTYPES = {"times": "<f8", "features": "<f4", "outputs": "<f8"}
+# A page or chart reads at most about this many samples of a window (window_sample).
+WINDOW_SAMPLE_ROWS = 50_000
+
+
+def _column(raw: bytes, column: str, count: int) -> np.ndarray:
+    return np.frombuffer(raw, dtype=COLUMN_DTYPES[column]).reshape(count, -1)
+
+
+def _inside(times: bytes, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
+    seconds = np.frombuffer(times, dtype=COLUMN_DTYPES["times"])
+    return seconds, (seconds >= start.timestamp()) & (seconds < end.timestamp())
+
+
+def window_sample(
+    version_id: int, start: datetime, end: datetime, max_rows: int = WINDOW_SAMPLE_ROWS, column: str = "features"
+) -> np.ndarray | None:
+    """`column` ([n, features] or [n, outputs]) of samples in [start, end), bounded for a page: every
+    block when they hold at most about `max_rows` samples, else evenly spaced blocks holding about that
+    many (the drift pass reads every sample with iter_blocks). None: no samples."""
+    blocks = list(
+        SampleBlock.objects.filter(version_id=version_id, last_time__gte=start, first_time__lt=end)
+        .order_by("id")
+        .values_list("id", "count")
+    )
+    step = max(1, -(-sum(count for _, count in blocks) // max_rows))
+    chosen = [pk for pk, _ in blocks[::step]]
+    rows = SampleBlock.objects.filter(pk__in=chosen).order_by("id").values_list("count", "times", column)
+    parts = [
+        _column(values, column, count)[_inside(times, start, end)[1]] for count, times, values in rows.iterator(20)
+    ]
+    current = np.vstack(parts) if parts else None
+    return current if current is not None and len(current) else None
+
+
 def iter_blocks(
     version_id: int, start: datetime, end: datetime, with_ids: bool = False, chunk: int = 20
 ) -> Iterable[tuple]:
@@ -371,10 +407,8 @@ def iter_blocks(
     )
     for count, times, features, outputs, *ids in rows.iterator(chunk_size=chunk):
         request_ids = ids[0] if with_ids else None
-        seconds = np.frombuffer(times, dtype="<f8")
-        inside = (seconds >= start.timestamp()) & (seconds < end.timestamp())
-        feats = np.frombuffer(features, dtype="<f4").reshape(count, -1)
-        outs = np.frombuffer(outputs, dtype="<f8").reshape(count, -1)
+        seconds, inside = _inside(times, start, end)
+        feats, outs = _column(features, "features", count), _column(outputs, "outputs", count)
         if inside.all():
             yield seconds, request_ids, feats, outs
         elif inside.any():

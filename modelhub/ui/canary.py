@@ -15,11 +15,11 @@ from django.conf import settings
 
 from modelhub.monitoring.drift import bin_counts, class_shares, inner_edges
 from modelhub.monitoring.models import SampleBlock
-from modelhub.monitoring.sampling import Layout
+from modelhub.monitoring.sampling import Layout, window_sample
 from modelhub.monitoring.series import Buckets, merged, read_buckets
 from modelhub.registry.models import Alias, Model, ModelVersion
 from modelhub.serving.models import Deployment
-from modelhub.ui.samples import bin_labels, window_sample
+from modelhub.ui.samples import bin_labels
 
 LATENCY = {"latency_p50_ms": "p50", "latency_p95_ms": "p95"}
 TRAFFIC = ("requests", "failures", "throughput_rps", "failure_rate")

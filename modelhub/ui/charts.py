@@ -51,11 +51,12 @@ from modelhub.alerts.models import AlertRule, Signal
 from modelhub.alerts.models import Scope as RuleScope
 from modelhub.monitoring.drift import bin_counts
 from modelhub.monitoring.models import CheckKind, CheckResult, ReferenceProfile
+from modelhub.monitoring.sampling import window_sample
 from modelhub.monitoring.series import Buckets, merged, psi_metric, read_buckets
 from modelhub.registry.models import Alias, EvaluationSet, Model, ModelVersion
 from modelhub.serving.models import Deployment, InferenceServer
 from modelhub.ui import canary
-from modelhub.ui.samples import bin_labels, window_sample
+from modelhub.ui.samples import bin_labels
 
 PRODUCTION_ALIAS = "production"
 # The two versions of a canary chart keep their colours across its charts (Plotly's first two).

@@ -15,10 +15,10 @@ from django.utils.dateparse import parse_datetime
 
 from modelhub.access.roles import Scope
 from modelhub.monitoring.models import CheckKind, CheckResult, ReferenceProfile, SampleBlock
+from modelhub.monitoring.sampling import window_sample
 from modelhub.registry.models import EvaluationSet, ModelVersion
 from modelhub.ui.access import require_scope
 from modelhub.ui.charts import features_by_psi, latest_drift
-from modelhub.ui.samples import window_sample
 
 FEATURES_PER_PAGE = 50
 
